@@ -1,0 +1,1 @@
+"""pixscape indexer: turns a folder of images into a published snapshot."""

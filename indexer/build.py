@@ -1,0 +1,266 @@
+"""scan -> decode -> embed -> index -> snapshot -> publish: the one entry point."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import index as faiss_index
+from .cache import CachedItem, EmbeddingCache
+from .decode import DEFAULT_MAX_PIXELS, DecodeError, center_crop, decode_image
+from .embed import Embedder
+from .models import DEFAULT_MODEL, ensure_onnx, get_spec
+from .progress import Progress
+from .scan import FileEntry, Skipped, scan_folder
+from .snapshot import CatalogRow, clean_stale, publish, write_snapshot
+from .thumbs import make_thumbnail
+
+
+@dataclass
+class BuildReport:
+    snapshot_id: str
+    snapshot_dir: Path
+    indexed: int
+    embedded: int  # newly embedded this run
+    reused: int  # taken from the cache
+    skipped: list[Skipped] = field(default_factory=list)
+    seconds: float = 0.0
+    export_seconds: float = 0.0
+    embed_seconds: float = 0.0
+
+    @property
+    def embed_rate(self) -> float:
+        return self.embedded / self.embed_seconds if self.embed_seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    sha256: str
+    pixels: np.ndarray
+    width: int
+    height: int
+    format: str
+    thumbnail: bytes
+
+
+def _prepare(entry: FileEntry, input_size: int, max_pixels: int) -> _Prepared:
+    decoded = decode_image(entry.abs_path, max_pixels=max_pixels)
+    return _Prepared(
+        sha256=entry.sha256,
+        pixels=center_crop(decoded.image, input_size),
+        width=decoded.width,
+        height=decoded.height,
+        format=decoded.format,
+        thumbnail=make_thumbnail(decoded.image),
+    )
+
+
+def _decoded_in_order(
+    entries: list[FileEntry], pool: ThreadPoolExecutor, input_size: int, max_pixels: int, ahead: int
+) -> Iterator[tuple[FileEntry, Future[_Prepared]]]:
+    """Submit decodes `ahead` of consumption so the pool works while inference runs."""
+    pending: deque[tuple[FileEntry, Future[_Prepared]]] = deque()
+    it = iter(entries)
+    for entry in it:
+        pending.append((entry, pool.submit(_prepare, entry, input_size, max_pixels)))
+        if len(pending) >= ahead:
+            break
+    while pending:
+        yield pending.popleft()
+        nxt = next(it, None)
+        if nxt is not None:
+            pending.append((nxt, pool.submit(_prepare, nxt, input_size, max_pixels)))
+
+
+def embed_pending(
+    todo: list[FileEntry],
+    embedder: Embedder,
+    cache: EmbeddingCache,
+    *,
+    batch_size: int,
+    workers: int,
+    max_pixels: int,
+    progress: Progress,
+) -> list[Skipped]:
+    """Decode and embed `todo` into the cache, one committed batch at a time."""
+    skipped: list[Skipped] = []
+    progress.start("embedding", len(todo))
+    batch: list[_Prepared] = []
+
+    def flush() -> None:
+        vectors = embedder.embed(np.stack([p.pixels for p in batch]))
+        cache.put_many(
+            [
+                CachedItem(p.sha256, p.width, p.height, p.format, vec, p.thumbnail)
+                for p, vec in zip(batch, vectors, strict=True)
+            ]
+        )
+        progress.advance(len(batch))
+        batch.clear()
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
+        ahead = batch_size * 2
+        for entry, future in _decoded_in_order(todo, pool, embedder.input_size, max_pixels, ahead):
+            try:
+                batch.append(future.result())
+            except DecodeError as exc:
+                skipped.append(Skipped(entry.rel_path, exc.reason))
+                progress.log(f"skipped {entry.rel_path}: {exc.reason}")
+                progress.advance(1)
+                continue
+            if len(batch) >= batch_size:
+                flush()
+        if batch:
+            flush()
+    return skipped
+
+
+class _BuildLock:
+    """One build at a time per data folder (an advisory lock the OS drops on death)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._path = data_dir / ".build.lock"
+        self._fd = -1
+
+    def __enter__(self) -> _BuildLock:
+        self._fd = os.open(self._path, os.O_CREAT | os.O_RDWR, 0o644)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+
+
+def build(
+    folder: Path,
+    data_dir: Path,
+    *,
+    model_id: str = DEFAULT_MODEL,
+    batch_size: int = 32,
+    workers: int | None = None,
+    threads: int = 0,
+    device: str = "auto",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: Progress | None = None,
+) -> BuildReport:
+    """Index `folder` into a new snapshot under `data_dir` and publish it."""
+    progress = progress or Progress(quiet=True)
+    started = time.monotonic()
+    folder = Path(folder)
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with _BuildLock(data_dir):
+        clean_stale(data_dir)
+        entries, skipped = scan_folder(folder)
+        for s in skipped:
+            progress.log(f"skipped {s.path}: {s.reason}")
+        progress.log(f"found {len(entries)} images in {folder}")
+
+        spec = get_spec(model_id)
+        t0 = time.monotonic()
+        onnx_path, fingerprint = ensure_onnx(spec, data_dir / "models")
+        export_seconds = time.monotonic() - t0
+        model_key = f"{spec.id}-{fingerprint[:16]}"
+        embedder = Embedder(onnx_path, threads=threads, device=device)
+
+        with EmbeddingCache(data_dir / "cache", model_key, embedder.dim) as cache:
+            known = cache.known()
+            todo, seen = [], set(known)
+            for entry in entries:
+                if entry.sha256 not in seen:  # one decode per distinct content
+                    seen.add(entry.sha256)
+                    todo.append(entry)
+            t1 = time.monotonic()
+            failed = embed_pending(
+                todo,
+                embedder,
+                cache,
+                batch_size=batch_size,
+                workers=workers or os.cpu_count() or 2,
+                max_pixels=max_pixels,
+                progress=progress,
+            )
+            embed_seconds = time.monotonic() - t1
+            items = cache.get_many(sorted({e.sha256 for e in entries}))
+
+        failed_paths = {s.path for s in failed}
+        for entry in entries:
+            # A file whose content failed under another name is skipped here too.
+            if entry.sha256 not in items and entry.rel_path not in failed_paths:
+                failed.append(Skipped(entry.rel_path, "same content as a file that failed"))
+        kept = [e for e in entries if e.sha256 in items]
+        rows = [
+            CatalogRow(
+                id=i,
+                path=e.rel_path,
+                sha256=e.sha256,
+                size=e.size,
+                width=items[e.sha256].width,
+                height=items[e.sha256].height,
+                format=items[e.sha256].format,
+                label=e.label,
+            )
+            for i, e in enumerate(kept)
+        ]
+        dim = embedder.dim
+        vectors = (
+            np.stack([items[e.sha256].vector for e in kept]).astype(np.float32)
+            if kept
+            else np.zeros((0, dim), np.float32)
+        )
+        index = faiss_index.build_index(vectors)
+        all_skipped = skipped + failed
+        manifest = {
+            "model": {
+                "id": spec.id,
+                "fingerprint": fingerprint,
+                "input_size": embedder.input_size,
+                "dim": dim,
+            },
+            "dim": dim,
+            "index_type": faiss_index.choose_index_type(len(kept)),
+            "metric": "inner_product",
+            "collection": {"root": str(folder.resolve()), "files_seen": len(entries)},
+            "layouts": [],
+            "build": {
+                "embedded": len(todo) - len(failed_paths),
+                "reused": len(kept) - (len(todo) - len(failed_paths)),
+                "skipped": [{"path": s.path, "reason": s.reason} for s in all_skipped][:1000],
+                "skipped_count": len(all_skipped),
+                "export_seconds": round(export_seconds, 3),
+                "embed_seconds": round(embed_seconds, 3),
+            },
+        }
+        snap_dir = write_snapshot(
+            data_dir,
+            rows=rows,
+            vectors=vectors,
+            index_bytes=faiss_index.to_bytes(index),
+            model_path=onnx_path,
+            thumbnails=[items[e.sha256].thumbnail for e in kept],
+            manifest=manifest,
+        )
+        publish(data_dir, snap_dir)
+        clean_stale(data_dir)
+
+    embedded = len(todo) - len(failed_paths)
+    return BuildReport(
+        snapshot_id=snap_dir.name,
+        snapshot_dir=snap_dir,
+        indexed=len(kept),
+        embedded=embedded,
+        reused=len(kept) - embedded,
+        skipped=all_skipped,
+        seconds=time.monotonic() - started,
+        export_seconds=export_seconds,
+        embed_seconds=embed_seconds,
+    )

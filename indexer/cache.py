@@ -1,0 +1,90 @@
+"""Embedding cache keyed by (content sha256, model fingerprint).
+
+One SQLite file per model under data/cache/. Each batch is committed as it
+finishes, so a crash or Ctrl-C loses at most the batch in flight and the next
+build resumes. Thumbnails and pixel sizes ride along: a rebuild then decodes
+only new or changed files.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS embeddings (
+    sha256 TEXT PRIMARY KEY,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    format TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    thumbnail BLOB NOT NULL
+)
+"""
+
+
+@dataclass(frozen=True)
+class CachedItem:
+    sha256: str
+    width: int
+    height: int
+    format: str
+    vector: np.ndarray
+    thumbnail: bytes
+
+
+class EmbeddingCache:
+    def __init__(self, cache_dir: Path, model_key: str, dim: int) -> None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        self.path = cache_dir / f"embeddings-{model_key}.sqlite"
+        self.dim = dim
+        self._db = sqlite3.connect(self.path)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(_SCHEMA)
+        self._db.commit()
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> EmbeddingCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def known(self) -> set[str]:
+        return {row[0] for row in self._db.execute("SELECT sha256 FROM embeddings")}
+
+    def put_many(self, items: list[CachedItem]) -> None:
+        rows = [
+            (
+                it.sha256,
+                it.width,
+                it.height,
+                it.format,
+                np.ascontiguousarray(it.vector, dtype=np.float32).tobytes(),
+                it.thumbnail,
+            )
+            for it in items
+        ]
+        with self._db:  # one transaction per batch
+            self._db.executemany(
+                "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?, ?)", rows
+            )
+
+    def get_many(self, hashes: list[str]) -> dict[str, CachedItem]:
+        found: dict[str, CachedItem] = {}
+        for start in range(0, len(hashes), 500):
+            chunk = hashes[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT * FROM embeddings WHERE sha256 IN ({marks})"
+            for sha, w, h, fmt, vec, thumb in self._db.execute(query, chunk):
+                vector = np.frombuffer(vec, dtype=np.float32)
+                if vector.shape != (self.dim,):
+                    continue  # a row from a different model shape: re-embed it
+                found[sha] = CachedItem(sha, w, h, fmt, vector, thumb)
+        return found

@@ -1,0 +1,57 @@
+"""`pixscape index`: a thin CLI over build()."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .decode import DEFAULT_MAX_PIXELS
+from .models import DEFAULT_MODEL, MODELS
+
+
+def add_index_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser("index", help="index a folder of images into a snapshot")
+    p.add_argument("folder", nargs="?", default="images", type=Path, help="default: images/")
+    p.add_argument("--data", default="data", type=Path, help="data folder (default: data/)")
+    p.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(MODELS))
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=None, help="decode threads (default: cores)")
+    p.add_argument("--threads", type=int, default=0, help="inference threads (0: all cores)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=run_index)
+
+
+def run_index(args: argparse.Namespace) -> int:
+    from .build import build
+    from .progress import Progress
+
+    progress = Progress(quiet=args.quiet)
+    try:
+        report = build(
+            args.folder,
+            args.data,
+            model_id=args.model,
+            batch_size=args.batch_size,
+            workers=args.workers,
+            threads=args.threads,
+            device=args.device,
+            max_pixels=args.max_pixels,
+            progress=progress,
+        )
+    except (NotADirectoryError, ValueError) as exc:
+        print(f"pixscape index: {exc}", file=sys.stderr)
+        return 2
+    if not args.quiet:
+        print(
+            f"indexed {report.indexed} images ({report.embedded} embedded"
+            f"{f' at {report.embed_rate:.0f} images/s' if report.embedded else ''},"
+            f" {report.reused} from cache), skipped {len(report.skipped)},"
+            f" in {report.seconds:.1f}s (model export {report.export_seconds:.1f}s)"
+        )
+        for s in report.skipped:
+            print(f"  skipped {s.path}: {s.reason}")
+        print(f"published snapshot {report.snapshot_id} in {args.data}")
+    return 0

@@ -1,0 +1,56 @@
+"""Batched inference with onnxruntime over a snapshot's exported model.
+
+No torch here: the service embeds queries with this too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+
+def available_providers(preferred: str = "auto") -> list[str]:
+    """CUDA when onnxruntime has it and `preferred` allows, else CPU."""
+    have = ort.get_available_providers()
+    if preferred in ("auto", "cuda") and "CUDAExecutionProvider" in have:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if preferred == "cuda":
+        raise RuntimeError("CUDA requested but onnxruntime has no CUDAExecutionProvider")
+    return ["CPUExecutionProvider"]
+
+
+class Embedder:
+    """An onnxruntime session: uint8 (N, S, S, 3) pixels -> float32 (N, D) unit vectors."""
+
+    def __init__(self, model_path: Path, threads: int = 0, device: str = "auto") -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads  # 0: onnxruntime picks (all cores)
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle inference threads must not spin: decode threads need those cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.model_path = Path(model_path)
+        self._session = ort.InferenceSession(
+            str(model_path), options, providers=available_providers(device)
+        )
+        inp = self._session.get_inputs()[0]
+        out = self._session.get_outputs()[0]
+        self._input_name = inp.name
+        self.input_size = int(inp.shape[1])
+        self.dim = int(out.shape[1])
+
+    def embed(self, pixels: np.ndarray) -> np.ndarray:
+        if pixels.ndim != 4 or pixels.shape[1:] != (self.input_size, self.input_size, 3):
+            raise ValueError(f"expected (N, {self.input_size}, {self.input_size}, 3) pixels")
+        out = self._session.run(None, {self._input_name: np.ascontiguousarray(pixels)})[0]
+        return np.asarray(out, dtype=np.float32)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,275 @@
+"""Write, open and publish snapshots: the contract between indexer and service.
+
+    data/snapshots/<id>/ manifest.json catalog.sqlite vectors.npy index.faiss
+                         model.onnx thumbs/<image id>.webp
+    data/CURRENT         the live snapshot's id
+
+A snapshot is built in a hidden temp folder, every file fsynced, then renamed into
+place; CURRENT is replaced with os.replace only after that. An interrupted build
+therefore leaves CURRENT on the previous, complete snapshot. Snapshots are never
+modified after publishing; the service only reads them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from .thumbs import THUMB_SUFFIX
+
+FORMAT_VERSION = 1
+CORE_FILES = ("catalog.sqlite", "vectors.npy", "index.faiss", "model.onnx")
+
+
+class SnapshotError(RuntimeError):
+    """A snapshot is missing, incomplete or fails its checksums."""
+
+
+@dataclass(frozen=True)
+class CatalogRow:
+    id: int
+    path: str  # relative to the collection root, POSIX
+    sha256: str
+    size: int
+    width: int
+    height: int
+    format: str
+    label: str | None
+
+
+# ---------------------------------------------------------------- writing
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _write_catalog(path: Path, rows: Sequence[CatalogRow]) -> None:
+    db = sqlite3.connect(path)
+    try:
+        db.execute(
+            "CREATE TABLE images (id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE,"
+            " sha256 TEXT NOT NULL, size INTEGER NOT NULL, width INTEGER NOT NULL,"
+            " height INTEGER NOT NULL, format TEXT NOT NULL, label TEXT)"
+        )
+        db.executemany(
+            "INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(r.id, r.path, r.sha256, r.size, r.width, r.height, r.format, r.label) for r in rows],
+        )
+        db.commit()
+    finally:
+        db.close()
+    _fsync_file(path)
+
+
+def thumbs_digest(thumbs: Sequence[bytes]) -> str:
+    digest = hashlib.sha256()
+    for data in thumbs:
+        digest.update(hashlib.sha256(data).digest())
+    return digest.hexdigest()
+
+
+def write_snapshot(
+    data_dir: Path,
+    *,
+    rows: Sequence[CatalogRow],
+    vectors: np.ndarray,
+    index_bytes: bytes,
+    model_path: Path,
+    thumbnails: Sequence[bytes],
+    manifest: dict[str, Any],
+) -> Path:
+    """Write a complete snapshot under data/snapshots/ and return its folder.
+
+    Does not publish it: call `publish` after.
+    """
+    if not (len(rows) == len(vectors) == len(thumbnails)):
+        raise ValueError("rows, vectors and thumbnails must have one entry per image")
+    snapshots = data_dir / "snapshots"
+    snapshots.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    tmp = snapshots / f".tmp-{stamp}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+
+    np.save(tmp / "vectors.npy", np.ascontiguousarray(vectors, dtype=np.float32))
+    _fsync_file(tmp / "vectors.npy")
+    _write_bytes(tmp / "index.faiss", index_bytes)
+    _write_catalog(tmp / "catalog.sqlite", rows)
+    shutil.copyfile(model_path, tmp / "model.onnx")
+    _fsync_file(tmp / "model.onnx")
+    thumbs_dir = tmp / "thumbs"
+    thumbs_dir.mkdir()
+    for row, data in zip(rows, thumbnails, strict=True):
+        _write_bytes(thumbs_dir / f"{row.id}{THUMB_SUFFIX}", data)
+    _fsync_dir(thumbs_dir)
+
+    files = {name: _sha256(tmp / name) for name in CORE_FILES}
+    content = hashlib.sha256(json.dumps(files, sort_keys=True).encode())
+    content.update(thumbs_digest(thumbnails).encode())
+    snapshot_id = f"{stamp}-{content.hexdigest()[:8]}"
+    full = {
+        "format_version": FORMAT_VERSION,
+        "id": snapshot_id,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **manifest,
+        "count": len(rows),
+        "dim": int(vectors.shape[1]) if len(vectors) else int(manifest.get("dim", 0)),
+        "files": files,
+        "thumbnails": {"count": len(thumbnails), "sha256": thumbs_digest(thumbnails)},
+    }
+    _write_bytes(tmp / "manifest.json", json.dumps(full, indent=2, sort_keys=True).encode())
+    _fsync_dir(tmp)
+
+    final = snapshots / snapshot_id
+    if final.exists():  # same second, same content: keep the one already there
+        shutil.rmtree(tmp)
+        return final
+    os.rename(tmp, final)
+    _fsync_dir(snapshots)
+    return final
+
+
+def publish(data_dir: Path, snapshot_dir: Path) -> None:
+    """Point CURRENT at `snapshot_dir`, atomically."""
+    tmp = data_dir / ".CURRENT.tmp"
+    _write_bytes(tmp, (snapshot_dir.name + "\n").encode())
+    os.replace(tmp, data_dir / "CURRENT")
+    _fsync_dir(data_dir)
+
+
+def current_id(data_dir: Path) -> str | None:
+    try:
+        return (data_dir / "CURRENT").read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def clean_stale(data_dir: Path, keep: int = 3) -> None:
+    """Remove temp folders of dead builds and all but the newest `keep` snapshots.
+
+    The live snapshot is always kept. Call it only while holding the build lock.
+    """
+    snapshots = data_dir / "snapshots"
+    if not snapshots.is_dir():
+        return
+    live = current_id(data_dir)
+    for tmp in snapshots.glob(".tmp-*"):
+        shutil.rmtree(tmp, ignore_errors=True)
+    done = sorted(p for p in snapshots.iterdir() if not p.name.startswith("."))
+    for old in done[:-keep] if keep else done:
+        if old.name != live:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    id: str
+    path: Path
+    manifest: dict[str, Any]
+    rows: tuple[CatalogRow, ...]
+    vectors: np.ndarray  # (N, D) float32, memory-mapped
+    index: faiss.Index
+    collection_root: Path
+
+    @property
+    def count(self) -> int:
+        return len(self.rows)
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / "model.onnx"
+
+    def thumbnail_path(self, image_id: int) -> Path:
+        return self.path / "thumbs" / f"{image_id}{THUMB_SUFFIX}"
+
+
+def _read_catalog(path: Path) -> tuple[CatalogRow, ...]:
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        cur = db.execute(
+            "SELECT id, path, sha256, size, width, height, format, label FROM images ORDER BY id"
+        )
+        return tuple(CatalogRow(*row) for row in cur)
+    finally:
+        db.close()
+
+
+def open_snapshot(data_dir: Path, snapshot_id: str | None = None) -> Snapshot:
+    """Open (and verify) the snapshot named by CURRENT, or `snapshot_id`."""
+    sid = snapshot_id or current_id(data_dir)
+    if sid is None:
+        raise SnapshotError(f"no snapshot published in {data_dir} (run `pixscape index`)")
+    path = data_dir / "snapshots" / sid
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise SnapshotError(f"snapshot {sid}: unreadable manifest ({exc})") from exc
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise SnapshotError(f"snapshot {sid}: format {manifest.get('format_version')} unsupported")
+    for name, expected in manifest.get("files", {}).items():
+        try:
+            actual = _sha256(path / name)
+        except OSError as exc:
+            raise SnapshotError(f"snapshot {sid}: {name} missing ({exc})") from exc
+        if actual != expected:
+            raise SnapshotError(f"snapshot {sid}: {name} fails its checksum")
+    rows = _read_catalog(path / "catalog.sqlite")
+    vectors = np.load(path / "vectors.npy", mmap_mode="r")
+    index = faiss.read_index(str(path / "index.faiss"))
+    count = manifest.get("count")
+    if not (count == len(rows) == len(vectors) == index.ntotal):
+        raise SnapshotError(
+            f"snapshot {sid}: counts disagree (manifest {count}, catalog {len(rows)},"
+            f" vectors {len(vectors)}, index {index.ntotal})"
+        )
+    if any(row.id != i for i, row in enumerate(rows)):
+        raise SnapshotError(f"snapshot {sid}: catalog ids are not 0..N-1")
+    return Snapshot(
+        id=sid,
+        path=path,
+        manifest=manifest,
+        rows=rows,
+        vectors=vectors,
+        index=index,
+        collection_root=Path(manifest["collection"]["root"]),
+    )

@@ -1,0 +1,1 @@
+"""pixscape service: serves published snapshots over HTTP. Reads, never writes."""

@@ -1,0 +1,107 @@
+"""Images by catalog id: metadata, neighbours, thumbnail, original file.
+
+Files are only ever found through the catalog, never from a path in the request.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi.responses import FileResponse
+
+from indexer import index as faiss_index
+from indexer.decode import MIME_TYPES
+from indexer.thumbs import THUMB_MIME
+
+from ..deps import LiveDep, PoolDep, SettingsDep, image_row
+from ..schemas import MAX_K, ErrorBody, ImageInfo, SimilarResponse
+from ..views import image_info, image_ref, scored_images
+
+router = APIRouter(tags=["images"])
+
+ImageId = Annotated[int, Path(ge=0, le=2**31 - 1, description="catalog id")]
+NOT_FOUND = {404: {"model": ErrorBody, "description": "no image with this id"}}
+_IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+def _cache_headers(sha256: str, version: str | None) -> dict[str, str]:
+    if version is not None and version == sha256[: len(version)] and len(version) >= 8:
+        return {"Cache-Control": _IMMUTABLE}
+    return {"Cache-Control": "no-cache"}
+
+
+@router.get("/api/images/{image_id}", response_model=ImageInfo, responses=NOT_FOUND)
+def get_image(live: LiveDep, image_id: ImageId) -> ImageInfo:
+    return image_info(image_row(live, image_id))
+
+
+@router.get(
+    "/api/images/{image_id}/similar",
+    response_model=SimilarResponse,
+    responses=NOT_FOUND,
+    summary="The indexed images most similar to this one (itself excluded)",
+)
+async def similar(
+    live: LiveDep,
+    pool: PoolDep,
+    settings: SettingsDep,
+    image_id: ImageId,
+    k: Annotated[int | None, Query(ge=1, le=MAX_K)] = None,
+) -> SimilarResponse:
+    started = time.perf_counter()
+    row = image_row(live, image_id)
+    k = k or settings.default_k
+
+    def work() -> SimilarResponse:
+        vector = live.snapshot.vectors[image_id]
+        scores, ids = faiss_index.search(live.snapshot.index, vector, k + 1)
+        keep = ids[0] != image_id  # drop itself, wherever a tie put it
+        results = scored_images(live.snapshot.rows, scores[0][keep][:k], ids[0][keep][:k])
+        return SimilarResponse(
+            snapshot=live.snapshot.id, k=k, took_ms=0.0, query=image_ref(row), results=results
+        )
+
+    response = await pool.run(work)
+    response.took_ms = round((time.perf_counter() - started) * 1000, 2)
+    return response
+
+
+@router.get(
+    "/api/images/{image_id}/thumbnail",
+    response_class=FileResponse,
+    responses={200: {"content": {THUMB_MIME: {}}}, **NOT_FOUND},
+)
+def thumbnail(
+    live: LiveDep, image_id: ImageId, v: Annotated[str | None, Query(max_length=64)] = None
+) -> FileResponse:
+    row = image_row(live, image_id)
+    return FileResponse(
+        live.snapshot.thumbnail_path(image_id),
+        media_type=THUMB_MIME,
+        headers=_cache_headers(row.sha256, v),
+    )
+
+
+@router.get(
+    "/api/images/{image_id}/file",
+    response_class=FileResponse,
+    responses={200: {"content": {m: {} for m in sorted(set(MIME_TYPES.values()))}}, **NOT_FOUND},
+)
+def original(
+    live: LiveDep, image_id: ImageId, v: Annotated[str | None, Query(max_length=64)] = None
+) -> FileResponse:
+    row = image_row(live, image_id)
+    root = os.path.realpath(live.snapshot.collection_root)
+    path = os.path.realpath(os.path.join(root, row.path))
+    # The catalog is ours, but the folder is the user's: a file swapped for a
+    # symlink since indexing must not lead outside the collection.
+    if os.path.commonpath([root, path]) != root or not os.path.isfile(path):
+        raise HTTPException(status_code=404, detail=f"image {image_id} is no longer on disk")
+    return FileResponse(
+        path,
+        media_type=MIME_TYPES.get(row.format, "application/octet-stream"),
+        headers=_cache_headers(row.sha256, v),
+    )

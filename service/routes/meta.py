@@ -1,0 +1,50 @@
+"""Health, collection statistics, and the admin reload."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from ..deps import HolderDep, LiveDep, PoolDep
+from ..schemas import ErrorBody, Health, ModelInfo, ReloadResponse, Stats
+
+router = APIRouter(tags=["meta"])
+
+
+@router.get("/api/health", response_model=Health)
+def health(holder: HolderDep) -> Health:
+    live = holder.live
+    return Health(
+        status="ok" if live else "no snapshot", snapshot=live.snapshot.id if live else None
+    )
+
+
+@router.get(
+    "/api/stats",
+    response_model=Stats,
+    responses={503: {"model": ErrorBody, "description": "no snapshot is loaded yet"}},
+)
+def stats(live: LiveDep) -> Stats:
+    m = live.snapshot.manifest
+    build = m.get("build", {})
+    return Stats(
+        snapshot=live.snapshot.id,
+        created=m["created"],
+        count=live.snapshot.count,
+        dim=m["dim"],
+        model=ModelInfo(**m["model"]),
+        index_type=m["index_type"],
+        build_seconds={
+            k.removesuffix("_seconds"): float(v) for k, v in build.items() if k.endswith("_seconds")
+        },
+        skipped=int(build.get("skipped_count", 0)),
+    )
+
+
+@router.post("/api/admin/reload", response_model=ReloadResponse, tags=["admin"])
+async def reload(holder: HolderDep, pool: PoolDep) -> ReloadResponse:
+    """Open the snapshot CURRENT names now, instead of at the next poll."""
+    swapped = await pool.run(holder.refresh)
+    live = holder.live
+    return ReloadResponse(
+        snapshot=live.snapshot.id if live else None, swapped=swapped, error=holder.error
+    )

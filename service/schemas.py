@@ -1,0 +1,82 @@
+"""Request and response models: the OpenAPI document is built from these."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+MAX_K = 200
+
+
+class ImageRef(BaseModel):
+    id: int = Field(description="catalog id, stable within a snapshot")
+    path: str = Field(description="path relative to the collection folder")
+    label: str | None = Field(description="the folder the image sits in, if any")
+    thumbnail_url: str
+    image_url: str
+
+
+class ImageInfo(ImageRef):
+    sha256: str
+    size: int = Field(description="file size in bytes")
+    width: int
+    height: int
+    format: str = Field(description="image format detected from the content, e.g. JPEG")
+
+
+class ScoredImage(ImageRef):
+    score: float = Field(description="cosine similarity to the query, in [-1, 1]")
+
+
+class QueryInfo(BaseModel):
+    width: int
+    height: int
+    format: str
+
+
+class SearchResponse(BaseModel):
+    snapshot: str
+    k: int
+    took_ms: float = Field(description="server time spent: decode, embed and search")
+    query: QueryInfo
+    results: list[ScoredImage]
+
+
+class SimilarResponse(BaseModel):
+    snapshot: str
+    k: int
+    took_ms: float
+    query: ImageRef
+    results: list[ScoredImage]
+
+
+class Health(BaseModel):
+    status: str
+    snapshot: str | None
+
+
+class ModelInfo(BaseModel):
+    id: str
+    fingerprint: str
+    input_size: int
+    dim: int
+
+
+class Stats(BaseModel):
+    snapshot: str
+    created: str
+    count: int
+    dim: int
+    model: ModelInfo
+    index_type: str
+    build_seconds: dict[str, float]
+    skipped: int
+
+
+class ErrorBody(BaseModel):
+    detail: str
+
+
+class ReloadResponse(BaseModel):
+    snapshot: str | None
+    swapped: bool
+    error: str | None

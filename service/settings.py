@@ -1,0 +1,24 @@
+"""All service configuration, from the environment (prefix PIXSCAPE_)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PIXSCAPE_", frozen=True)
+
+    data_dir: Path = Field(Path("data"), description="folder holding CURRENT and snapshots/")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1024)
+    max_pixels: int = Field(80_000_000, ge=1)
+    default_k: int = Field(20, ge=1)
+    max_k: int = Field(200, ge=1)
+    workers: int = Field(2, ge=1, description="threads for decode, inference and search")
+    inference_threads: int = Field(1, ge=0, description="onnxruntime threads per query")
+    reload_interval_s: float = Field(1.0, gt=0, description="how often CURRENT is checked")
+    web_dir: Path | None = Field(None, description="static page folder (default: bundled web/)")

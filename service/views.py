@@ -1,0 +1,53 @@
+"""Catalog rows -> response models (URLs are built here, in one place)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from indexer.snapshot import CatalogRow
+
+from .schemas import ImageInfo, ImageRef, ScoredImage
+
+
+def _urls(row: CatalogRow) -> dict[str, str]:
+    # The content hash in the URL makes it safe to cache forever: a new snapshot
+    # that gives this id to another image gives it another URL.
+    version = row.sha256[:12]
+    return {
+        "thumbnail_url": f"/api/images/{row.id}/thumbnail?v={version}",
+        "image_url": f"/api/images/{row.id}/file?v={version}",
+    }
+
+
+def image_ref(row: CatalogRow) -> ImageRef:
+    return ImageRef(id=row.id, path=row.path, label=row.label, **_urls(row))
+
+
+def image_info(row: CatalogRow) -> ImageInfo:
+    return ImageInfo(
+        id=row.id,
+        path=row.path,
+        label=row.label,
+        sha256=row.sha256,
+        size=row.size,
+        width=row.width,
+        height=row.height,
+        format=row.format,
+        **_urls(row),
+    )
+
+
+def scored_images(
+    rows: tuple[CatalogRow, ...], scores: np.ndarray, ids: np.ndarray
+) -> list[ScoredImage]:
+    return [
+        ScoredImage(
+            id=int(i),
+            path=rows[i].path,
+            label=rows[i].label,
+            score=round(float(s), 6),
+            **_urls(rows[i]),
+        )
+        for s, i in zip(scores, ids, strict=True)
+        if i >= 0
+    ]
