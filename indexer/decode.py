@@ -63,6 +63,8 @@ def _open(source: bytes | Path) -> Image.Image:
             raise DecodeError("empty file (0 bytes)")
         fp: io.BytesIO | Path = io.BytesIO(source)
     else:
+        if source.stat().st_size == 0:
+            raise DecodeError("empty file (0 bytes)")
         fp = source
     try:
         return Image.open(fp)

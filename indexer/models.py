@@ -69,12 +69,13 @@ def _efficientnet_lite0() -> torch.nn.Module:
     # silently changing the network the weights were trained for.
 
     class GlobalPooled(torch.nn.Module):
-        def __init__(self, backbone: torch.nn.Module) -> None:
+        def __init__(self, backbone: EfficientNet) -> None:
             super().__init__()
             self.backbone = backbone
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return self.backbone.extract_features(x).mean(dim=(2, 3))
+            features: torch.Tensor = self.backbone.extract_features(x)
+            return features.mean(dim=(2, 3))
 
     return GlobalPooled(net).eval()
 
@@ -124,6 +125,8 @@ def feature_module(spec: ModelSpec) -> torch.nn.Module:
         def __init__(self) -> None:
             super().__init__()
             self.backbone = backbone
+            self.mean: torch.Tensor
+            self.std: torch.Tensor
             self.register_buffer("mean", mean)
             self.register_buffer("std", std)
 

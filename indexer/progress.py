@@ -50,10 +50,7 @@ class Progress:
             return
         rate = self.rate()
         eta = (self._total - self._done) / rate if rate > 0 else 0.0
-        line = (
-            f"{self._what} {self._done}/{self._total}  {rate:.1f} images/s"
-            f"  ETA {_fmt_secs(eta)}"
-        )
+        line = f"{self._what} {self._done}/{self._total}  {rate:.1f} images/s  ETA {_fmt_secs(eta)}"
         if self._tty:
             end = "\n" if self._done >= self._total else ""
             self.stream.write("\r\033[K" + line + end)

@@ -17,7 +17,6 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1024)
     max_pixels: int = Field(80_000_000, ge=1)
     default_k: int = Field(20, ge=1)
-    max_k: int = Field(200, ge=1)
     workers: int = Field(2, ge=1, description="threads for decode, inference and search")
     inference_threads: int = Field(1, ge=0, description="onnxruntime threads per query")
     reload_interval_s: float = Field(1.0, gt=0, description="how often CURRENT is checked")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import FileResponse
@@ -23,7 +23,9 @@ from ..views import image_info, image_ref, scored_images
 router = APIRouter(tags=["images"])
 
 ImageId = Annotated[int, Path(ge=0, le=2**31 - 1, description="catalog id")]
-NOT_FOUND = {404: {"model": ErrorBody, "description": "no image with this id"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "no image with this id"}
+}
 _IMMUTABLE = "public, max-age=31536000, immutable"
 
 
