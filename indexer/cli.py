@@ -20,15 +20,40 @@ def add_index_parser(subparsers: argparse._SubParsersAction) -> None:  # type: i
     p.add_argument("--threads", type=int, default=0, help="inference threads (0: all cores)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
+    p.add_argument(
+        "--graph-k", type=int, default=None, help="neighbours per image in the path graph (1-30)"
+    )
+    p.add_argument(
+        "--path-power",
+        type=float,
+        default=None,
+        help="default path smoothness p: a step costs distance**p (1-8; higher: smaller steps)",
+    )
+    p.add_argument(
+        "--layouts",
+        default="tsne,umap,grid",
+        help="maps to compute, comma-separated from tsne,umap,grid (default: all three)",
+    )
+    p.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (30)")
+    p.add_argument("--n-neighbors", type=int, default=15, help="UMAP n_neighbors (15)")
+    p.add_argument("--min-dist", type=float, default=0.1, help="UMAP min_dist (0.1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the layouts and clusters (0)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run_index)
 
 
 def run_index(args: argparse.Namespace) -> int:
     from .build import build
+    from .layout import LayoutParams
     from .progress import Progress
 
     progress = Progress(quiet=args.quiet)
+    # Unset options keep build()'s measured defaults (indexer.graph.DEFAULT_*).
+    graph_options = {
+        name: value
+        for name, value in (("graph_k", args.graph_k), ("path_power", args.path_power))
+        if value is not None
+    }
     try:
         report = build(
             args.folder,
@@ -40,6 +65,14 @@ def run_index(args: argparse.Namespace) -> int:
             device=args.device,
             max_pixels=args.max_pixels,
             progress=progress,
+            layouts=args.layouts,
+            layout_params=LayoutParams(
+                perplexity=args.perplexity,
+                n_neighbors=args.n_neighbors,
+                min_dist=args.min_dist,
+                seed=args.seed,
+            ),
+            **graph_options,  # type: ignore[arg-type]
         )
     except (NotADirectoryError, ValueError) as exc:
         print(f"pixscape index: {exc}", file=sys.stderr)

@@ -13,18 +13,20 @@ modified after publishing; the service only reads them.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
+import scipy.sparse as sp
 
 from .thumbs import THUMB_SUFFIX
 
@@ -113,9 +115,12 @@ def write_snapshot(
     model_path: Path,
     thumbnails: Sequence[bytes],
     manifest: dict[str, Any],
+    extra_files: Mapping[str, bytes] | None = None,
 ) -> Path:
     """Write a complete snapshot under data/snapshots/ and return its folder.
 
+    `extra_files` maps relative paths (layouts/umap.npy, graph.npz, atlas/...) to
+    their bytes; they are checksummed in the manifest like the core files.
     Does not publish it: call `publish` after.
     """
     if not (len(rows) == len(vectors) == len(thumbnails)):
@@ -140,7 +145,17 @@ def write_snapshot(
         _write_bytes(thumbs_dir / f"{row.id}{THUMB_SUFFIX}", data)
     _fsync_dir(thumbs_dir)
 
-    files = {name: _sha256(tmp / name) for name in CORE_FILES}
+    extra = dict(extra_files or {})
+    for rel, data in sorted(extra.items()):
+        target = tmp / rel
+        if not target.resolve().is_relative_to(tmp.resolve()) or rel in CORE_FILES:
+            raise ValueError(f"bad snapshot file name {rel!r}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write_bytes(target, data)
+    for folder in {(tmp / rel).parent for rel in extra}:
+        _fsync_dir(folder)
+
+    files = {name: _sha256(tmp / name) for name in (*CORE_FILES, *sorted(extra))}
     content = hashlib.sha256(json.dumps(files, sort_keys=True).encode())
     content.update(thumbs_digest(thumbnails).encode())
     snapshot_id = f"{stamp}-{content.hexdigest()[:8]}"
@@ -210,6 +225,13 @@ class Snapshot:
     vectors: np.ndarray  # (N, D) float32, memory-mapped
     index: faiss.Index
     collection_root: Path
+    graph: sp.csr_array | None = None  # graph.npz: k-NN graph for paths; None in old snapshots
+    # The map (empty in snapshots built before it): layouts/<name>.npy as (N, 2)
+    # float32 in [0, 1], clusters.npy (N,) int16, maps.json, atlas/index.json.
+    layouts: Mapping[str, np.ndarray] = field(default_factory=dict)
+    clusters: np.ndarray | None = None
+    maps: Mapping[str, Any] = field(default_factory=dict)
+    atlas: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def count(self) -> int:
@@ -221,6 +243,40 @@ class Snapshot:
 
     def thumbnail_path(self, image_id: int) -> Path:
         return self.path / "thumbs" / f"{image_id}{THUMB_SUFFIX}"
+
+
+def graph_to_bytes(graph: sp.csr_array) -> bytes:
+    """graph.npz content: the CSR graph as scipy.sparse.save_npz writes it."""
+    buf = io.BytesIO()
+    sp.save_npz(buf, sp.csr_array(graph), compressed=False)
+    return buf.getvalue()
+
+
+def _read_graph(path: Path, count: int) -> sp.csr_array | None:
+    if not path.exists():
+        return None
+    graph = sp.csr_array(sp.load_npz(path))
+    if graph.shape != (count, count):
+        raise SnapshotError(f"{path.parent.name}: graph.npz is {graph.shape}, not {count} nodes")
+    return graph
+
+
+def _read_maps(path: Path, manifest: dict[str, Any], count: int) -> dict[str, Any]:
+    """Layouts, clusters, maps.json and the atlas index, where the snapshot has them."""
+    out: dict[str, Any] = {"layouts": {}}
+    for name in manifest.get("layouts", []):
+        pos = np.load(path / "layouts" / f"{name}.npy")
+        if pos.shape != (count, 2):
+            raise SnapshotError(f"{path.name}: layout {name} is {pos.shape}, not ({count}, 2)")
+        out["layouts"][name] = pos.astype(np.float32, copy=False)
+    if (path / "clusters.npy").exists():
+        out["clusters"] = np.load(path / "clusters.npy")
+        if out["clusters"].shape != (count,):
+            raise SnapshotError(f"{path.name}: clusters.npy does not cover {count} images")
+    for key, name in (("maps", "maps.json"), ("atlas", "atlas/index.json")):
+        if (path / name).exists():
+            out[key] = json.loads((path / name).read_text())
+    return out
 
 
 def _read_catalog(path: Path) -> tuple[CatalogRow, ...]:
@@ -272,4 +328,6 @@ def open_snapshot(data_dir: Path, snapshot_id: str | None = None) -> Snapshot:
         vectors=vectors,
         index=index,
         collection_root=Path(manifest["collection"]["root"]),
+        graph=_read_graph(path / "graph.npz", len(rows)),
+        **_read_maps(path, manifest, len(rows)),
     )

@@ -33,12 +33,22 @@ class QueryInfo(BaseModel):
     format: str
 
 
+class MapPoint(BaseModel):
+    x: float = Field(description="in [0, 1], the same units as GET /api/maps/{layout}")
+    y: float
+
+
 class SearchResponse(BaseModel):
     snapshot: str
     k: int
     took_ms: float = Field(description="server time spent: decode, embed and search")
     query: QueryInfo
     results: list[ScoredImage]
+    placement: dict[str, MapPoint] = Field(
+        default_factory=dict,
+        description="'you are here': where the query falls on each layout, the"
+        " similarity-weighted mean of its nearest images' positions",
+    )
 
 
 class SimilarResponse(BaseModel):

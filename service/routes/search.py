@@ -15,6 +15,7 @@ from ..deps import LiveDep, PoolDep, SettingsDep
 from ..schemas import MAX_K, ErrorBody, QueryInfo, SearchResponse
 from ..state import Live
 from ..views import scored_images
+from .maps import placement
 
 router = APIRouter(tags=["search"])
 
@@ -77,6 +78,7 @@ async def search(
             took_ms=0.0,
             query=query,
             results=scored_images(live.snapshot.rows, scores[0], ids[0]),
+            placement=placement(live.snapshot, vector, scores[0], ids[0]),
         )
 
     response = await pool.run(work)
