@@ -5,23 +5,28 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from collections import deque
-from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from . import graph as path_graph
 from . import index as faiss_index
+from . import maps as collection_maps
+from .atlas import build_atlases
 from .cache import CachedItem, EmbeddingCache
-from .decode import DEFAULT_MAX_PIXELS, DecodeError, center_crop, decode_image
+from .decode import DEFAULT_MAX_PIXELS, DecodeError, crop_center, decode_image, resize_short_side
 from .embed import Embedder
+from .layout import LayoutParams, knn_needed, parse_layouts
 from .models import DEFAULT_MODEL, ensure_onnx, get_spec
 from .progress import Progress
 from .scan import FileEntry, Skipped, scan_folder
-from .snapshot import CatalogRow, clean_stale, publish, write_snapshot
-from .thumbs import make_thumbnail
+from .snapshot import CatalogRow, clean_stale, graph_to_bytes, publish, write_snapshot
+from .thumbs import THUMB_SIZE, make_thumbnail
+
+# Neighbours per image in the build's one k-NN pass (shared by layouts and the graph).
+KNN_K = 30
 
 
 @dataclass
@@ -53,31 +58,20 @@ class _Prepared:
 
 def _prepare(entry: FileEntry, input_size: int, max_pixels: int) -> _Prepared:
     decoded = decode_image(entry.abs_path, max_pixels=max_pixels)
+    resized = resize_short_side(decoded.image, input_size)
+    # The thumbnail comes from the model's (smaller) resize when that is still
+    # big enough and not upscaled: resampling the original twice costs a fifth
+    # of the per-image CPU time.
+    shrunk = resized.size[0] < decoded.image.size[0]
+    source = resized if shrunk and max(resized.size) >= THUMB_SIZE else decoded.image
     return _Prepared(
         sha256=entry.sha256,
-        pixels=center_crop(decoded.image, input_size),
+        pixels=crop_center(resized, input_size),
         width=decoded.width,
         height=decoded.height,
         format=decoded.format,
-        thumbnail=make_thumbnail(decoded.image),
+        thumbnail=make_thumbnail(source),
     )
-
-
-def _decoded_in_order(
-    entries: list[FileEntry], pool: ThreadPoolExecutor, input_size: int, max_pixels: int, ahead: int
-) -> Iterator[tuple[FileEntry, Future[_Prepared]]]:
-    """Submit decodes `ahead` of consumption so the pool works while inference runs."""
-    pending: deque[tuple[FileEntry, Future[_Prepared]]] = deque()
-    it = iter(entries)
-    for entry in it:
-        pending.append((entry, pool.submit(_prepare, entry, input_size, max_pixels)))
-        if len(pending) >= ahead:
-            break
-    while pending:
-        yield pending.popleft()
-        nxt = next(it, None)
-        if nxt is not None:
-            pending.append((nxt, pool.submit(_prepare, nxt, input_size, max_pixels)))
 
 
 def embed_pending(
@@ -90,36 +84,35 @@ def embed_pending(
     max_pixels: int,
     progress: Progress,
 ) -> list[Skipped]:
-    """Decode and embed `todo` into the cache, one committed batch at a time."""
+    """Decode and embed `todo` into the cache, one committed batch at a time.
+
+    Decoding and inference take turns, each on every core, rather than running
+    side by side: onnxruntime's threads meet at a barrier after every layer, so
+    a decode thread preempting one of them stalls the other. Measured on 2 cores
+    (600 photos): alternating 96 images/s, overlapping 92.
+    """
     skipped: list[Skipped] = []
     progress.start("embedding", len(todo))
-    batch: list[_Prepared] = []
-
-    def flush() -> None:
-        vectors = embedder.embed(np.stack([p.pixels for p in batch]))
-        cache.put_many(
-            [
-                CachedItem(p.sha256, p.width, p.height, p.format, vec, p.thumbnail)
-                for p, vec in zip(batch, vectors, strict=True)
-            ]
-        )
-        progress.advance(len(batch))
-        batch.clear()
-
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
-        ahead = batch_size * 2
-        for entry, future in _decoded_in_order(todo, pool, embedder.input_size, max_pixels, ahead):
-            try:
-                batch.append(future.result())
-            except DecodeError as exc:
-                skipped.append(Skipped(entry.rel_path, exc.reason))
-                progress.log(f"skipped {entry.rel_path}: {exc.reason}")
-                progress.advance(1)
-                continue
-            if len(batch) >= batch_size:
-                flush()
-        if batch:
-            flush()
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            futures = [pool.submit(_prepare, e, embedder.input_size, max_pixels) for e in chunk]
+            batch: list[_Prepared] = []
+            for entry, future in zip(chunk, futures, strict=True):
+                try:
+                    batch.append(future.result())
+                except DecodeError as exc:
+                    skipped.append(Skipped(entry.rel_path, exc.reason))
+                    progress.log(f"skipped {entry.rel_path}: {exc.reason}")
+            if batch:
+                vectors = embedder.embed(np.stack([p.pixels for p in batch]))
+                cache.put_many(
+                    [
+                        CachedItem(p.sha256, p.width, p.height, p.format, vec, p.thumbnail)
+                        for p, vec in zip(batch, vectors, strict=True)
+                    ]
+                )
+            progress.advance(len(chunk))
     return skipped
 
 
@@ -150,9 +143,25 @@ def build(
     threads: int = 0,
     device: str = "auto",
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    graph_k: int = path_graph.DEFAULT_K,
+    path_power: float = path_graph.DEFAULT_POWER,
+    layouts: str | tuple[str, ...] | None = None,
+    layout_params: LayoutParams | None = None,
     progress: Progress | None = None,
 ) -> BuildReport:
-    """Index `folder` into a new snapshot under `data_dir` and publish it."""
+    """Index `folder` into a new snapshot under `data_dir` and publish it.
+
+    `layouts`: which maps to compute ("tsne,umap,grid", the default, or a subset).
+    """
+    layout_names = parse_layouts(layouts)
+    layout_params = layout_params or LayoutParams()
+    if not 1 <= graph_k <= KNN_K:
+        raise ValueError(f"graph k must be between 1 and {KNN_K}, got {graph_k}")
+    if not path_graph.MIN_POWER <= path_power <= path_graph.MAX_POWER:
+        raise ValueError(
+            f"path power must be between {path_graph.MIN_POWER} and {path_graph.MAX_POWER},"
+            f" got {path_power}"
+        )
     progress = progress or Progress(quiet=True)
     started = time.monotonic()
     folder = Path(folder)
@@ -218,6 +227,40 @@ def build(
             else np.zeros((0, dim), np.float32)
         )
         index = faiss_index.build_index(vectors)
+        knn_sims, knn_ids = faiss_index.knn_self(
+            index, vectors, max(KNN_K, knn_needed(layout_names, layout_params))
+        )
+        t2 = time.monotonic()
+        graph, graph_info = path_graph.build_graph(
+            vectors,
+            knn_sims,
+            knn_ids,
+            k=graph_k,
+            canonical=path_graph.canonical_ids([r.sha256 for r in rows]),
+        )
+        graph_seconds = time.monotonic() - t2
+        progress.log(
+            f"path graph: {graph_info.edges} edges, {graph_info.components_before} components"
+            f" joined by {graph_info.join_edges} edges in {graph_seconds:.1f}s"
+        )
+        extra_files: dict[str, bytes] = {"graph.npz": graph_to_bytes(graph)}
+        t3 = time.monotonic()
+        maps = collection_maps.compute_maps(
+            vectors,
+            knn_sims,
+            knn_ids,
+            labels=[r.label for r in rows],
+            layouts=layout_names,
+            params=layout_params,
+            n_jobs=threads or -1,
+            log=progress.log,
+        )
+        extra_files.update(maps.files())
+        t4 = time.monotonic()
+        atlas_files, atlas_index = build_atlases([items[e.sha256].thumbnail for e in kept])
+        extra_files.update(atlas_files)
+        t5 = time.monotonic()
+        progress.log(f"maps in {t4 - t3:.1f}s, thumbnail atlases in {t5 - t4:.1f}s")
         all_skipped = skipped + failed
         manifest = {
             "model": {
@@ -230,7 +273,18 @@ def build(
             "index_type": faiss_index.choose_index_type(len(kept)),
             "metric": "inner_product",
             "collection": {"root": str(folder.resolve()), "files_seen": len(entries)},
-            "layouts": [],
+            "layouts": list(maps.layouts),
+            "maps": collection_maps.manifest_entry(maps, atlas_index),
+            "graph": {
+                "file": "graph.npz",
+                "k": graph_info.k,
+                "power": path_power,
+                "nodes": graph_info.nodes,
+                "edges": graph_info.edges,
+                "components_before": graph_info.components_before,
+                "components_joined_by": graph_info.join_edges,
+                "seconds": round(graph_seconds, 3),
+            },
             "build": {
                 "embedded": len(todo) - len(failed_paths),
                 "reused": len(kept) - (len(todo) - len(failed_paths)),
@@ -238,6 +292,8 @@ def build(
                 "skipped_count": len(all_skipped),
                 "export_seconds": round(export_seconds, 3),
                 "embed_seconds": round(embed_seconds, 3),
+                "maps_seconds": round(t4 - t3, 3),
+                "atlas_seconds": round(t5 - t4, 3),
             },
         }
         snap_dir = write_snapshot(
@@ -248,6 +304,7 @@ def build(
             model_path=onnx_path,
             thumbnails=[items[e.sha256].thumbnail for e in kept],
             manifest=manifest,
+            extra_files=extra_files,
         )
         publish(data_dir, snap_dir)
         clean_stale(data_dir)

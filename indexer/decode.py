@@ -146,19 +146,25 @@ def _decode_opened(im: Image.Image, max_pixels: int) -> Decoded:
     return Decoded(_to_rgb(upright), fmt, width, height)
 
 
+def resize_short_side(im: Image.Image, size: int) -> Image.Image:
+    """Scale so the shorter side is `size` (keeping the aspect ratio)."""
+    width, height = im.size
+    scale = size / min(width, height)
+    new_size = (max(size, round(width * scale)), max(size, round(height * scale)))
+    # reducing_gap: big images are first shrunk by cheap integer reduction.
+    return im.resize(new_size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+
+
+def crop_center(im: Image.Image, size: int) -> np.ndarray:
+    """The central `size` x `size` square of an image whose short side is `size`."""
+    width, height = im.size
+    left, top = (width - size) // 2, (height - size) // 2
+    return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
+
+
 def center_crop(im: Image.Image, size: int) -> np.ndarray:
     """Shorter side to `size`, centre crop to a square: ImageNet's evaluation crop.
 
     Returns HxWx3 uint8; the model graph itself does the scaling to floats.
     """
-    width, height = im.size
-    scale = size / min(width, height)
-    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    left, top = (new_w - size) // 2, (new_h - size) // 2
-    # `reduce` halves big images cheaply before the high-quality filter runs.
-    resized = im.resize(
-        (new_w, new_h),
-        Image.Resampling.BILINEAR,
-        reducing_gap=2.0,
-    )
-    return np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    return crop_center(resize_short_side(im, size), size)
