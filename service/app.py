@@ -9,38 +9,25 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio.to_thread
-from fastapi import FastAPI
+import fastapi_offline
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .deps import Pool
-from .routes import images, meta, search
+from .deps import Pool, require_read
+from .middleware import BodyLimit, SecurityHeaders
+from .routes import images, maps, meta, paths, search
 from .settings import Settings
 from .state import SnapshotHolder
 
 log = logging.getLogger("pixscape.service")
 BUNDLED_WEB = Path(__file__).resolve().parent.parent / "web"
-
-
-class SecurityHeaders:
-    """Adds headers every response should carry (pure ASGI: no per-request task)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers.append((b"x-content-type-options", b"nosniff"))
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
+# Swagger UI's files from a wheel: /docs works offline, with no CDN.
+DOCS_ASSETS = Path(fastapi_offline.__file__).resolve().parent / "static"
+# Multipart framing around an upload: the body cap is the upload cap plus this.
+MULTIPART_SLACK = 64 * 1024
 
 
 async def _watch(holder: SnapshotHolder, interval: float) -> None:
@@ -75,14 +62,41 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Search a folder of images by example.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.holder = holder
-    app.state.pool = Pool(settings.workers)
-    for module in (search, images, meta):
-        app.include_router(module.router)
+    app.state.pool = Pool(settings.workers, settings.queue_limit)
+    app.include_router(meta.public)
+    app.include_router(meta.admin)
+    for module in (search, images, paths, maps, meta):
+        app.include_router(module.router, dependencies=[Depends(require_read)])
+    _add_docs(app)
     web_dir = settings.web_dir or BUNDLED_WEB
     if web_dir.is_dir():
         app.mount("/", StaticFiles(directory=web_dir, html=True), name="web")
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["X-API-Key", "Authorization", "Content-Type"],
+        )
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + MULTIPART_SLACK)
     app.add_middleware(SecurityHeaders)
     return app
+
+
+def _add_docs(app: FastAPI) -> None:
+    app.mount("/docs-assets", StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="pixscape API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon.png",
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
@@ -37,18 +38,84 @@ def get_live(holder: Annotated[SnapshotHolder, Depends(get_holder)]) -> Live:
 
 
 class Pool:
-    """Runs blocking work (decode, inference, FAISS) off the event loop, bounded."""
+    """Runs blocking work (decode, inference, FAISS) off the event loop, bounded.
 
-    def __init__(self, size: int) -> None:
+    At most `size` jobs run and `queue_limit` wait; past that a request is refused
+    at once with 503 and Retry-After rather than queueing without end.
+    """
+
+    def __init__(self, size: int, queue_limit: int) -> None:
         self._limiter = CapacityLimiter(size)
+        self._capacity = size + queue_limit
+        self._in_flight = 0  # touched only on the event loop thread
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
-        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        if self._in_flight >= self._capacity:
+            raise HTTPException(
+                status_code=503,
+                detail="server busy: too many requests in progress, retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        self._in_flight += 1
+        try:
+            return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+        finally:
+            self._in_flight -= 1
 
 
 def get_pool(request: Request) -> Pool:
     pool: Pool = request.app.state.pool
     return pool
+
+
+KEY_COOKIE = "pixscape_key"
+
+
+def _presented_key(request: Request) -> str | None:
+    """The key a client sent: X-API-Key, Authorization: Bearer, or the page's cookie."""
+    if key := request.headers.get("x-api-key"):
+        return key
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token:
+        return token.strip()
+    return request.cookies.get(KEY_COOKIE)
+
+
+def _key_matches(presented: str | None, *secrets: object) -> bool:
+    if presented is None:
+        return False
+    given = presented.encode()
+    # compare_digest against every configured key (no early exit): constant time.
+    results = [
+        hmac.compare_digest(given, secret.get_secret_value().encode())  # type: ignore[attr-defined]
+        for secret in secrets
+        if secret is not None
+    ]
+    return any(results)
+
+
+def require_read(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
+    if settings.read_key is None:
+        return
+    if not _key_matches(_presented_key(request), settings.read_key, settings.admin_key):
+        raise HTTPException(
+            status_code=401,
+            detail="an API key is required (X-API-Key header or Authorization: Bearer)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def require_admin(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
+    if settings.admin_key is None:
+        raise HTTPException(
+            status_code=403, detail="admin API is switched off: set PIXSCAPE_ADMIN_KEY to use it"
+        )
+    if not _key_matches(_presented_key(request), settings.admin_key):
+        raise HTTPException(
+            status_code=401,
+            detail="the admin key is required (X-API-Key header or Authorization: Bearer)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
 def image_row(live: Live, image_id: int) -> CatalogRow:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -21,3 +21,15 @@ class Settings(BaseSettings):
     inference_threads: int = Field(1, ge=0, description="onnxruntime threads per query")
     reload_interval_s: float = Field(1.0, gt=0, description="how often CURRENT is checked")
     web_dir: Path | None = Field(None, description="static page folder (default: bundled web/)")
+    queue_limit: int = Field(
+        16, ge=0, description="requests that may wait for a worker; beyond it: 503 at once"
+    )
+    read_key: SecretStr | None = Field(
+        None, description="if set, every /api route but health needs this key (or the admin key)"
+    )
+    admin_key: SecretStr | None = Field(
+        None, description="admin routes need it; without it they are switched off"
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="origins allowed to call the API from a browser"
+    )

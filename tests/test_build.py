@@ -166,7 +166,7 @@ def test_rebuild_embeds_only_new_files(tmp_path: Path, models_dir: Path) -> None
     assert third.embedded == 0 and third.indexed == second.indexed
 
 
-def _cache_rows(data: Path) -> int:
+def cache_rows(data: Path) -> int:
     caches = list((data / "cache").glob("embeddings-*.sqlite"))
     if not caches:
         return 0
@@ -203,12 +203,12 @@ def test_killed_build_never_publishes_a_partial_snapshot(tmp_path: Path, models_
     ]
     proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parent.parent)
     deadline = time.monotonic() + 120
-    while _cache_rows(data) <= before.indexed and time.monotonic() < deadline:
+    while cache_rows(data) <= before.indexed and time.monotonic() < deadline:
         assert proc.poll() is None, "the build finished before it could be interrupted"
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    done = _cache_rows(data)
+    done = cache_rows(data)
     assert before.indexed < done < before.indexed + 120, "kill landed outside embedding"
 
     assert current_id(data) == before.snapshot_id

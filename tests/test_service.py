@@ -153,7 +153,10 @@ def test_oversized_upload_is_413(client: TestClient) -> None:
 def test_page_docs_and_openapi(client: TestClient) -> None:
     page = client.get("/")
     assert page.status_code == 200 and "pixscape" in page.text
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in docs.text
+    assert "cdn" not in docs.text.lower()  # works offline
+    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     for path in [
         "/api/search",
@@ -179,7 +182,7 @@ def test_a_new_snapshot_is_picked_up_without_restart(tmp_path: Path, models_dir:
     collection = make_collection(tmp_path / "collection", photos=5)
     data = fresh_data_dir(tmp_path, models_dir)
     first = build(collection, data)
-    settings = Settings(data_dir=data, reload_interval_s=0.1)
+    settings = Settings(data_dir=data, reload_interval_s=0.1, admin_key="admin-secret")
     with TestClient(create_app(settings)) as c:
         assert c.get("/api/stats").json()["count"] == first.indexed
         shutil.rmtree(collection / "photos")
@@ -194,7 +197,7 @@ def test_a_new_snapshot_is_picked_up_without_restart(tmp_path: Path, models_dir:
         third_dir = data / "snapshots" / "20990101T000000Z-deadbeef"
         shutil.copytree(data / "snapshots" / second.snapshot_id, third_dir)
         (data / "CURRENT").write_text(third_dir.name + "\n")
-        res = c.post("/api/admin/reload").json()
+        res = c.post("/api/admin/reload", headers={"X-API-Key": "admin-secret"}).json()
         assert res["swapped"] is False and "checksum" in res["error"]
         assert c.get("/api/stats").json()["snapshot"] == second.snapshot_id
 

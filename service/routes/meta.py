@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 
-from ..deps import HolderDep, LiveDep, PoolDep
+from ..deps import HolderDep, LiveDep, PoolDep, require_admin
 from ..schemas import ErrorBody, Health, ModelInfo, ReloadResponse, Stats
 
+# Health answers without a key (for load balancers and container healthchecks).
+public = APIRouter(tags=["meta"])
 router = APIRouter(tags=["meta"])
+admin = APIRouter(
+    tags=["admin"],
+    dependencies=[Depends(require_admin)],
+    responses={
+        401: {"model": ErrorBody, "description": "missing or wrong admin key"},
+        403: {"model": ErrorBody, "description": "admin API switched off (no admin key set)"},
+    },
+)
 
 
-@router.get("/api/health", response_model=Health)
+@public.get("/api/health", response_model=Health)
 def health(holder: HolderDep) -> Health:
     live = holder.live
     return Health(
@@ -40,7 +50,7 @@ def stats(live: LiveDep) -> Stats:
     )
 
 
-@router.post("/api/admin/reload", response_model=ReloadResponse, tags=["admin"])
+@admin.post("/api/admin/reload", response_model=ReloadResponse)
 async def reload(holder: HolderDep, pool: PoolDep) -> ReloadResponse:
     """Open the snapshot CURRENT names now, instead of at the next poll."""
     swapped = await pool.run(holder.refresh)
