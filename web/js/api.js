@@ -1,0 +1,81 @@
+// The HTTP API, in one place. Every call throws ApiError with the server's
+// own message ({"detail": ...}) so views can show it as it is.
+
+export class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+function detailText(detail) {
+  if (typeof detail === "string") return detail;
+  // FastAPI's 422: a list of {loc, msg}
+  if (Array.isArray(detail)) {
+    return detail.map((d) => `${(d.loc || []).slice(1).join(".")}: ${d.msg}`).join("; ");
+  }
+  return null;
+}
+
+const FRIENDLY = {
+  413: "That file is too large for this server.",
+  415: "That file is not an image format pixscape accepts (JPEG, PNG, WebP, GIF, BMP or TIFF).",
+  503: "The collection is not ready yet: no snapshot has been published.",
+};
+
+async function request(url, options = {}) {
+  let res;
+  try {
+    res = await fetch(url, options);
+  } catch (err) {
+    if (err.name === "AbortError") throw err;
+    throw new ApiError(0, "The server cannot be reached. Is pixscape still running?");
+  }
+  if (!res.ok) {
+    let detail = null;
+    try {
+      detail = detailText((await res.json()).detail);
+    } catch {
+      /* not JSON */
+    }
+    const friendly = FRIENDLY[res.status];
+    const message = friendly && detail ? `${friendly} (${detail})` : friendly || detail || res.statusText;
+    throw new ApiError(res.status, message);
+  }
+  return res;
+}
+
+const json = async (url, options) => (await request(url, options)).json();
+
+function form(file) {
+  const body = new FormData();
+  body.append("file", file, file.name || "query");
+  return body;
+}
+
+function qs(params) {
+  const p = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) {
+    if (v === undefined || v === null || v === "" || (Array.isArray(v) && !v.length)) continue;
+    p.set(k, Array.isArray(v) ? v.join(",") : String(v));
+  }
+  const s = p.toString();
+  return s ? `?${s}` : "";
+}
+
+export const api = {
+  stats: () => json("/api/stats"),
+  image: (id) => json(`/api/images/${id}`),
+  similar: (id, k, signal) => json(`/api/images/${id}/similar${qs({ k })}`, { signal }),
+  search: (file, k, signal) => json(`/api/search${qs({ k })}`, { method: "POST", body: form(file), signal }),
+  maps: () => json("/api/maps"),
+  map: (layout, signal) => request(`/api/maps/${encodeURIComponent(layout)}`, { signal }),
+  atlasIndex: (url) => request(url),
+  path: (params, signal) => json(`/api/path${qs(params)}`, { signal }),
+  pathUpload: (params, files, signal) => {
+    const body = new FormData();
+    for (const [name, file] of Object.entries(files)) if (file) body.append(name, file, file.name || name);
+    return json(`/api/path${qs(params)}`, { method: "POST", body, signal });
+  },
+  request,
+};
