@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+
+import httpx2 as httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -19,6 +25,7 @@ if str(ROOT) not in sys.path:
 # ../shared/data/photos relative to the repository root.
 DEFAULT_PHOTOS = (ROOT / ".." / "shared" / "data" / "photos").resolve()
 MODEL_ID = "efficientnet-lite0"
+HOST = "127.0.0.1"
 
 T = TypeVar("T")
 
@@ -95,3 +102,97 @@ def loadavg() -> float:
         return round(os.getloadavg()[0], 2)
     except OSError:
         return float("nan")
+
+
+# ---------------------------------------------------------------- the server
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def pixscape_cli() -> list[str]:
+    exe = Path(sys.executable).with_name("pixscape")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "service.cli"]
+
+
+def wait_healthy(base: str, proc: subprocess.Popen, log_path: Path, timeout: float) -> float:
+    """Seconds until GET /api/health says ok; raises with the log if the server dies or stalls."""
+    t0 = time.perf_counter()
+    deadline = t0 + timeout
+    while time.perf_counter() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited ({proc.returncode}):\n{log_path.read_text()}")
+        try:
+            r = httpx.get(f"{base}/api/health", timeout=2.0)
+            if r.status_code == 200 and r.json().get("status") == "ok":
+                return time.perf_counter() - t0
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"server not healthy after {timeout}s:\n{log_path.read_text()}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate, then kill after 10 s."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+class ServerURL(str):
+    """The base URL of a running server; `ready_s` is how long /api/health took to say ok
+    after the process was started."""
+
+    ready_s: float
+
+    def __new__(cls, base: str, ready_s: float) -> ServerURL:
+        url = super().__new__(cls, base)
+        url.ready_s = ready_s
+        return url
+
+
+@contextlib.contextmanager
+def serve(
+    data: Path,
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 60.0,
+    log_dir: Path | None = None,
+) -> Iterator[ServerURL]:
+    """Run `pixscape serve --data DATA` on a free loopback port until the block ends.
+
+    Yields the base URL (a ServerURL: its `ready_s` is the start-up time) once
+    /api/health says ok. `env` is added to this process's environment. The output
+    goes to server.log in a temporary folder (or in `log_dir`, which is kept).
+    The server is always stopped: terminated, then killed after 10 s.
+    """
+    with contextlib.ExitStack() as stack:
+        if log_dir is None:
+            log_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pixscape-")))
+        log_path = log_dir / "server.log"
+        port = free_port()
+        base = f"http://{HOST}:{port}"
+        cmd = [*pixscape_cli(), "serve", "--data", str(data), "--host", HOST, "--port", str(port)]
+        note(f"starting pixscape serve on {base}")
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            )
+        try:
+            ready = wait_healthy(base, proc, log_path, timeout)
+            yield ServerURL(base, ready)
+        finally:
+            stop(proc)
+            note(f"server stopped (exit {proc.returncode})")

@@ -16,19 +16,15 @@ Bounded in count and time; loopback only. One JSON line per figure.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx2 as httpx
-from _common import DEFAULT_PHOTOS, emit, limited_copy, note, percentile
-from search_latency import ensure_snapshot, free_port, pick_query, pixscape_cli, stop, wait_healthy
-
-HOST = "127.0.0.1"
+from _common import DEFAULT_PHOTOS, emit, limited_copy, note, percentile, serve
+from search_latency import ensure_snapshot, pick_query
 
 
 def closed_loop(url: str, body: bytes, clients: int, per_client: int) -> list[tuple[int, float]]:
@@ -74,94 +70,86 @@ def main() -> int:
     part = limited_copy(args.photos, 500, work / "part")
     ensure_snapshot(full, data)
     body = pick_query(args.photos).read_bytes()
-    port = free_port()
-    base = f"http://{HOST}:{port}"
     env = {
-        **os.environ,
         "PIXSCAPE_WORKERS": str(args.workers),
         "PIXSCAPE_QUEUE_LIMIT": str(args.queue_limit),
         "PIXSCAPE_RELOAD_INTERVAL_S": "0.2",
     }
-    log_path = work / "server.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [*pixscape_cli(), "serve", "--data", str(data), "--host", HOST, "--port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
     try:
-        wait_healthy(base, proc, log_path, 60)
-        url = f"{base}/api/search?k=20"
-        closed_loop(url, body, 2, 3)  # warm-up
+        with serve(data, env=env, timeout=60, log_dir=work) as base:
+            url = f"{base}/api/search?k=20"
+            closed_loop(url, body, 2, 3)  # warm-up
 
-        t0 = time.perf_counter()
-        rated = closed_loop(url, body, args.clients, args.per_client)
-        wall = time.perf_counter() - t0
-        ok = [ms for s, ms in rated if s == 200]
-        ctx = {"clients": args.clients, "workers": args.workers, "queue_limit": args.queue_limit}
-        emit(
-            "load",
-            "rated_requests_per_s",
-            round(len(rated) / wall, 1),
-            "requests/s",
-            n=len(rated),
-            **ctx,
-        )
-        emit("load", "rated_p50_ms", round(percentile(ok, 50), 1), "ms", n=len(ok), **ctx)
-        emit("load", "rated_p99_ms", round(percentile(ok, 99), 1), "ms", n=len(ok), **ctx)
-        emit("load", "rated_errors", len(rated) - len(ok), "requests", n=len(rated), **ctx)
+            t0 = time.perf_counter()
+            rated = closed_loop(url, body, args.clients, args.per_client)
+            wall = time.perf_counter() - t0
+            ok = [ms for s, ms in rated if s == 200]
+            ctx = {
+                "clients": args.clients,
+                "workers": args.workers,
+                "queue_limit": args.queue_limit,
+            }
+            emit(
+                "load",
+                "rated_requests_per_s",
+                round(len(rated) / wall, 1),
+                "requests/s",
+                n=len(rated),
+                **ctx,
+            )
+            emit("load", "rated_p50_ms", round(percentile(ok, 50), 1), "ms", n=len(ok), **ctx)
+            emit("load", "rated_p99_ms", round(percentile(ok, 99), 1), "ms", n=len(ok), **ctx)
+            emit("load", "rated_errors", len(rated) - len(ok), "requests", n=len(rated), **ctx)
 
-        over = closed_loop(url, body, args.over, 6)
-        busy = [ms for s, ms in over if s == 503]
-        served = [ms for s, ms in over if s == 200]
-        octx = {**ctx, "clients": args.over}
-        emit("load", "overload_served", len(served), "requests", n=len(over), **octx)
-        emit("load", "overload_503", len(busy), "requests", n=len(over), **octx)
-        emit(
-            "load",
-            "overload_other_errors",
-            len(over) - len(busy) - len(served),
-            "requests",
-            n=len(over),
-            **octx,
-        )
-        if busy:
-            emit("load", "overload_503_p50_ms", round(percentile(busy, 50), 1), "ms", **octx)
-            emit("load", "overload_503_p99_ms", round(percentile(busy, 99), 1), "ms", **octx)
+            over = closed_loop(url, body, args.over, 6)
+            busy = [ms for s, ms in over if s == 503]
+            served = [ms for s, ms in over if s == 200]
+            octx = {**ctx, "clients": args.over}
+            emit("load", "overload_served", len(served), "requests", n=len(over), **octx)
+            emit("load", "overload_503", len(busy), "requests", n=len(over), **octx)
+            emit(
+                "load",
+                "overload_other_errors",
+                len(over) - len(busy) - len(served),
+                "requests",
+                n=len(over),
+                **octx,
+            )
+            if busy:
+                emit("load", "overload_503_p50_ms", round(percentile(busy, 50), 1), "ms", **octx)
+                emit("load", "overload_503_p99_ms", round(percentile(busy, 99), 1), "ms", **octx)
 
-        from indexer.build import build
+            from indexer.build import build
 
-        swapped: list[str] = []
-        stop_swapping = threading.Event()
+            swapped: list[str] = []
+            stop_swapping = threading.Event()
 
-        def republish() -> None:
-            for i in range(args.swaps):
-                if stop_swapping.is_set():
-                    return
-                time.sleep(0.5)
-                swapped.append(build(part if i % 2 == 0 else full, data).snapshot_id)
+            def republish() -> None:
+                for i in range(args.swaps):
+                    if stop_swapping.is_set():
+                        return
+                    time.sleep(0.5)
+                    swapped.append(build(part if i % 2 == 0 else full, data).snapshot_id)
 
-        swapper = threading.Thread(target=republish)
-        swapper.start()
-        during = closed_loop(url, body, args.clients, args.per_client)
-        stop_swapping.set()
-        swapper.join()
-        seen = httpx.get(f"{base}/api/stats").json()["snapshot"]
-        failed = sum(1 for s, _ in during if s != 200)
-        emit(
-            "load",
-            "swap_failed_requests",
-            failed,
-            "requests",
-            n=len(during),
-            swaps=len(swapped),
-            final_snapshot_served=seen in swapped,
-            **ctx,
-        )
+            swapper = threading.Thread(target=republish)
+            swapper.start()
+            during = closed_loop(url, body, args.clients, args.per_client)
+            stop_swapping.set()
+            swapper.join()
+            seen = httpx.get(f"{base}/api/stats").json()["snapshot"]
+            failed = sum(1 for s, _ in during if s != 200)
+            emit(
+                "load",
+                "swap_failed_requests",
+                failed,
+                "requests",
+                n=len(during),
+                swaps=len(swapped),
+                final_snapshot_served=seen in swapped,
+                **ctx,
+            )
     finally:
-        stop(proc)
-        note(f"server log: {log_path}")
+        note(f"server log: {work / 'server.log'}")
         if args.data is None:
             shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -24,8 +24,6 @@ also builds that snapshot's atlases as WebP and as JPEG:
 from __future__ import annotations
 
 import argparse
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,46 +31,9 @@ from pathlib import Path
 
 import httpx2 as httpx
 import numpy as np
-from _common import emit, median, note, percentile
+from _common import emit, median, note, percentile, serve
 
 BENCH = "maps_payload"
-HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def pixscape_cli() -> list[str]:
-    exe = Path(sys.executable).with_name("pixscape")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "service.cli"]
-
-
-def wait_healthy(base: str, proc: subprocess.Popen, log_path: Path, timeout: float) -> None:
-    deadline = time.perf_counter() + timeout
-    while time.perf_counter() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited ({proc.returncode}):\n{log_path.read_text()}")
-        try:
-            r = httpx.get(f"{base}/api/health", timeout=2.0)
-            if r.status_code == 200 and r.json().get("status") == "ok":
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"server not healthy after {timeout}s:\n{log_path.read_text()}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def write_fake_snapshot(data: Path, n: int, model: Path) -> None:
@@ -142,14 +103,7 @@ def find_model(args: argparse.Namespace, tmp: Path) -> Path:
 
 
 def bench_http(data: Path, n: int, requests: int, tmp: Path) -> None:
-    port = free_port()
-    base = f"http://{HOST}:{port}"
-    log_path = tmp / "server.log"
-    with open(log_path, "wb") as log:
-        cmd = [*pixscape_cli(), "serve", "--data", str(data), "--host", HOST, "--port", str(port)]
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
-        wait_healthy(base, proc, log_path, 120)
+    with serve(data, timeout=120, log_dir=tmp) as base:
         with httpx.Client(base_url=base, timeout=30) as client:
             t = time.perf_counter()
             res = client.get("/api/maps/umap")
@@ -168,8 +122,6 @@ def bench_http(data: Path, n: int, requests: int, tmp: Path) -> None:
                 emit(BENCH, f"map_p{q}_ms", value, "ms", n=n, runs=requests)
             j = client.get("/api/maps/umap", params={"format": "json"})
             emit(BENCH, "map_json_bytes", len(j.content), "bytes", n=n, runs=1)
-    finally:
-        stop(proc)
 
 
 def bench_encode(data: Path, n: int) -> None:

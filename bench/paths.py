@@ -21,8 +21,6 @@ http     A 100k synthetic snapshot served by `pixscape serve`; GET /api/path p50
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +28,7 @@ from pathlib import Path
 from unittest import mock
 
 import numpy as np
-from _common import DEFAULT_PHOTOS, emit, note, percentile
+from _common import DEFAULT_PHOTOS, emit, note, percentile, serve
 
 from indexer import graph as G
 from indexer import index as faiss_index
@@ -279,34 +277,12 @@ def _tiny_png() -> bytes:
 
 
 def http(n: int, queries: int, k: int, power: float) -> None:
-    import httpx
-    from search_latency import HOST, free_port, pixscape_cli, stop, wait_healthy
+    import httpx2 as httpx
 
     with tempfile.TemporaryDirectory(prefix="pixscape-paths-http-") as tmp:
         data = Path(tmp) / "data"
         synthetic_snapshot(data, n, k, power)
-        port = free_port()
-        base = f"http://{HOST}:{port}"
-        log_path = Path(tmp) / "server.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                [
-                    *pixscape_cli(),
-                    "serve",
-                    "--data",
-                    str(data),
-                    "--host",
-                    HOST,
-                    "--port",
-                    str(port),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        try:
-            wait_healthy(base, proc, log_path, 300.0)
+        with serve(data, timeout=300.0) as base:
             todo = pairs(n, queries + 5, seed=7)
             lat, took, errors, hops = [], [], 0, []
             with httpx.Client(timeout=60.0) as client:
@@ -328,8 +304,6 @@ def http(n: int, queries: int, k: int, power: float) -> None:
             emit(BENCH, "http_path_p90_ms", round(percentile(lat, 90), 2), "ms", **extra)
             emit(BENCH, "http_path_p99_ms", round(percentile(lat, 99), 2), "ms", **extra)
             emit(BENCH, "http_path_server_p50_ms", round(percentile(took, 50), 2), "ms", **extra)
-        finally:
-            stop(proc)
 
 
 def main() -> int:

@@ -21,9 +21,6 @@ The server is always stopped at the end. Prints one JSON line per figure.
 from __future__ import annotations
 
 import argparse
-import os
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,11 +28,19 @@ import time
 from pathlib import Path
 
 import httpx2 as httpx
-from _common import DEFAULT_PHOTOS, emit, loadavg, median, note, percentile, photo_files
+from _common import (
+    DEFAULT_PHOTOS,
+    emit,
+    loadavg,
+    median,
+    note,
+    percentile,
+    photo_files,
+    serve,
+)
 from PIL import Image
 
 BENCH = "search"
-HOST = "127.0.0.1"
 WARMUP = 5
 
 
@@ -57,44 +62,6 @@ def ensure_snapshot(photos: Path, data: Path) -> None:
     t0 = time.perf_counter()
     report = build(photos, data)
     note(f"built {report.indexed} images in {time.perf_counter() - t0:.1f}s")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
-def pixscape_cli() -> list[str]:
-    exe = Path(sys.executable).with_name("pixscape")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "service.cli"]
-
-
-def wait_healthy(base: str, proc: subprocess.Popen, log_path: Path, timeout: float) -> float:
-    t0 = time.perf_counter()
-    deadline = t0 + timeout
-    while time.perf_counter() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited ({proc.returncode}):\n{log_path.read_text()}")
-        try:
-            r = httpx.get(f"{base}/api/health", timeout=2.0)
-            if r.status_code == 200 and r.json().get("status") == "ok":
-                return time.perf_counter() - t0
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"server not healthy after {timeout}s:\n{log_path.read_text()}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 def one_search(client: httpx.Client, url: str, name: str, body: bytes) -> tuple[float, int, float]:
@@ -198,36 +165,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="pixscape-search-bench-") as tmp:
         data = args.data or Path(tmp) / "data"
         ensure_snapshot(args.photos, data)
-        port = free_port()
-        base = f"http://{HOST}:{port}"
-        log_path = Path(tmp) / "server.log"
-        note(f"starting pixscape serve on {base}; load average {loadavg()}")
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(
-                [
-                    *pixscape_cli(),
-                    "serve",
-                    "--data",
-                    str(data),
-                    "--host",
-                    HOST,
-                    "--port",
-                    str(port),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        try:
-            ready = wait_healthy(base, proc, log_path, args.startup_timeout)
-            emit(BENCH, "server_ready_s", round(ready, 2), "s", runs=1)
+        note(f"load average {loadavg()}")
+        with serve(data, timeout=args.startup_timeout) as base:
+            emit(BENCH, "server_ready_s", round(base.ready_s, 2), "s", runs=1)
             url = f"{base}/api/search?k={args.k}"
             sequential(url, query.name, body, args.requests, args.k)
             load(url, query.name, body, args.load_requests, args.clients, args.k)
-        finally:
-            stop(proc)
-            note(f"server stopped (exit {proc.returncode}); load average {loadavg()}")
+        note(f"load average {loadavg()}")
     return 0
 
 

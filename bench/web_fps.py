@@ -26,7 +26,6 @@ import io
 import json
 import math
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-from _common import emit, note, percentile
+from _common import HOST, emit, free_port, note, percentile
 from PIL import Image
 
 from indexer.atlas import build_atlases
@@ -167,25 +166,24 @@ def build_synthetic(data: Path, n: int, models: Path) -> None:
     publish(data, snap)
 
 
-def serve(data: Path):
+def serve_in_process(data: Path):
+    """The app under uvicorn in a thread of this process (not `pixscape serve`)."""
     import uvicorn
 
     from service.app import create_app
     from service.settings import Settings
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(Settings(data_dir=data)), host="127.0.0.1", port=port, log_level="warning"
+            create_app(Settings(data_dir=data)), host=HOST, port=port, log_level="warning"
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.05)
-    return server, thread, f"http://127.0.0.1:{port}"
+    return server, thread, f"http://{HOST}:{port}"
 
 
 PAN_JS = """async (ms) => {
@@ -296,7 +294,7 @@ def main() -> None:
             t0 = time.perf_counter()
             build_synthetic(data, n, models)
             note(f"built in {time.perf_counter() - t0:.0f}s")
-        server, thread, base = serve(data)
+        server, thread, base = serve_in_process(data)
         try:
             for r in args.renderers.split(","):
                 measure(base, n, args.seconds, None if r == "auto" else r)
