@@ -145,7 +145,7 @@ def bench_atlas(data: Path) -> None:
     thumbs = [snap.thumbnail_path(i).read_bytes() for i in range(snap.count)]
     for fmt in ("webp", "jpeg"):
         t = time.perf_counter()
-        _, index = build_atlases(thumbs, fmt=fmt)
+        _, index = build_atlases(range(len(thumbs)), thumbs.__getitem__, fmt=fmt)
         seconds = time.perf_counter() - t
         emit(BENCH, "atlas_seconds", round(seconds, 2), "s", n=snap.count, format=fmt, runs=1)
         for size in index["sizes"]:

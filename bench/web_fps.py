@@ -91,7 +91,7 @@ def build_synthetic(data: Path, n: int, models: Path) -> None:
 
     palette = _palette(64, rng)
     thumbs = [palette[(int(c) * 7 + i % 5) % 64] for i, c in enumerate(cluster)]
-    atlas_files, _ = build_atlases(thumbs, sizes=(32,))
+    atlas_files, _ = build_atlases(range(len(thumbs)), thumbs.__getitem__, sizes=(32,))
     rows_ = [
         CatalogRow(
             i,

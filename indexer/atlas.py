@@ -21,7 +21,8 @@ import io
 import json
 import math
 import os
-from collections.abc import Sequence
+from bisect import bisect_left
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -56,63 +57,100 @@ def _encode(sheet: Image.Image, fmt: str) -> bytes:
     return buf.getvalue()
 
 
+# (file, first id, ids in the sheet, sheet height) -> that sheet's bytes from the
+# previous snapshot if none of its ids changed, else None.
+KeepSheet = Callable[[str, int, int, int], bytes | None]
+
+
 def build_atlases(
-    thumbnails: Sequence[bytes],
+    ids: Sequence[int],
+    thumbnail: Callable[[int], bytes],
     *,
+    keep: KeepSheet | None = None,
     sizes: Sequence[int] = CELL_SIZES,
     sheet_size: int = SHEET_SIZE,
     fmt: str = "webp",
     workers: int | None = None,
 ) -> tuple[dict[str, bytes], dict[str, Any]]:
-    """(files {"atlas/<cell>-<sheet>.<ext>": bytes, "atlas/index.json": ...}, index)."""
+    """(files {"atlas/<cell>-<sheet>.<ext>": bytes, "atlas/index.json": ...}, index).
+
+    Cells go by catalog id, which is stable across snapshots: ids of deleted
+    images are blank cells, and an update re-encodes only the sheets whose ids
+    changed (`keep` hands back the others), fetching only their `thumbnail(id)`s.
+    """
     if fmt not in FORMATS:
         raise ValueError(f"atlas format must be one of {sorted(FORMATS)}")
     sizes = sorted(set(sizes))
     if any(s <= 0 or sheet_size % s for s in sizes):
         raise ValueError(f"cell sizes must divide the sheet size {sheet_size}")
     ext = "jpg" if fmt == "jpeg" else fmt
-    n = len(thumbnails)
+    span = max(ids) + 1 if len(ids) else 0  # cells: ids 0 .. max id
+    present = sorted(ids)
     workers = workers or os.cpu_count() or 2
+    files: dict[str, bytes] = {}
+    index: dict[str, Any] = {
+        "version": 1,
+        "count": span,
+        "format": fmt,
+        "mime": FORMATS[fmt][1],
+        "sheet_size": sheet_size,
+        "fit": "cover",
+        "rule": "sheet = id // per_sheet; i = id % per_sheet; "
+        "x = (i % columns) * cell; y = (i // columns) * cell",
+        "sizes": [],
+    }
+    plans = []
+    for cell in sizes:
+        columns = sheet_size // cell
+        per_sheet = columns * columns
+        plan = []
+        for sheet_no in range(math.ceil(span / per_sheet)):
+            first = sheet_no * per_sheet
+            count = min(per_sheet, span - first)
+            # The last sheet is only as tall as its rows (small collections).
+            height = math.ceil(count / columns) * cell
+            name = f"atlas/{cell}-{sheet_no}.{ext}"
+            kept = keep(name, first, count, height) if keep else None
+            lo, hi = bisect_left(present, first), bisect_left(present, first + count)
+            plan.append((name, first, count, height, kept, present[lo:hi]))
+        plans.append((cell, columns, per_sheet, plan))
+    wanted = sorted(
+        {i for *_, plan in plans for *_, kept, members in plan if kept is None for i in members}
+    )
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="atlas") as pool:
         # PIL releases the GIL while decoding, resizing and encoding.
-        crops = list(pool.map(lambda d: _cells(d, sizes), thumbnails, chunksize=64))
-        files: dict[str, bytes] = {}
-        index: dict[str, Any] = {
-            "version": 1,
-            "count": n,
-            "format": fmt,
-            "mime": FORMATS[fmt][1],
-            "sheet_size": sheet_size,
-            "fit": "cover",
-            "rule": "sheet = id // per_sheet; i = id % per_sheet; "
-            "x = (i % columns) * cell; y = (i // columns) * cell",
-            "sizes": [],
-        }
-        for si, cell in enumerate(sizes):
-            columns = sheet_size // cell
-            per_sheet = columns * columns
+        crops = dict(
+            zip(
+                wanted,
+                pool.map(lambda i: _cells(thumbnail(i), sizes), wanted, chunksize=64),
+                strict=True,
+            )
+        )
+        for si, (cell, columns, per_sheet, plan) in enumerate(plans):
             jobs = []
-            for sheet_no in range(math.ceil(n / per_sheet)):
-                first = sheet_no * per_sheet
-                count = min(per_sheet, n - first)
-                rows = math.ceil(count / columns)
-                # The last sheet is only as tall as its rows (small collections).
-                sheet = Image.new("RGB", (sheet_size, rows * cell), BACKGROUND)
-                for i in range(count):
-                    sheet.paste(crops[first + i][si], ((i % columns) * cell, (i // columns) * cell))
-                jobs.append((f"atlas/{cell}-{sheet_no}.{ext}", sheet, first, count))
-            blobs = pool.map(lambda job: _encode(job[1], fmt), jobs)
-            sheets = []
-            for (name, sheet, first, count), blob in zip(jobs, blobs, strict=True):
+            for name, first, _count, height, kept, members in plan:
+                if kept is not None:
+                    continue
+                sheet = Image.new("RGB", (sheet_size, height), BACKGROUND)
+                for image_id in members:
+                    i = image_id - first
+                    sheet.paste(crops[image_id][si], ((i % columns) * cell, (i // columns) * cell))
+                jobs.append((name, sheet))
+            for (name, _), blob in zip(
+                jobs, pool.map(lambda job: _encode(job[1], fmt), jobs), strict=True
+            ):
                 files[name] = blob
+            sheets = []
+            for name, first, count, height, kept, _members in plan:
+                files[name] = kept if kept is not None else files[name]
                 sheets.append(
                     {
                         "file": name,
-                        "width": sheet.width,
-                        "height": sheet.height,
+                        "width": sheet_size,
+                        "height": height,
                         "first": first,
                         "count": count,
-                        "bytes": len(blob),
+                        "bytes": len(files[name]),
                     }
                 )
             index["sizes"].append(

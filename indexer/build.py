@@ -12,21 +12,16 @@ from pathlib import Path
 import numpy as np
 
 from . import graph as path_graph
-from . import index as faiss_index
-from . import maps as collection_maps
-from .atlas import build_atlases
-from .cache import CachedItem, EmbeddingCache
+from .cache import CachedItem, EmbeddingCache, FileHashes
 from .decode import DEFAULT_MAX_PIXELS, DecodeError, crop_center, decode_image, resize_short_side
 from .embed import Embedder
-from .layout import LayoutParams, knn_needed, parse_layouts
+from .finish import KNN_K, FinishOptions, ModelInfo, finish
+from .layout import LayoutParams, parse_layouts
 from .models import DEFAULT_MODEL, ensure_onnx, get_spec
 from .progress import Progress
 from .scan import FileEntry, Skipped, scan_folder
-from .snapshot import CatalogRow, clean_stale, graph_to_bytes, publish, write_snapshot
+from .snapshot import clean_stale
 from .thumbs import THUMB_SIZE, make_thumbnail
-
-# Neighbours per image in the build's one k-NN pass (shared by layouts and the graph).
-KNN_K = 30
 
 
 @dataclass
@@ -148,11 +143,26 @@ def build(
     layouts: str | tuple[str, ...] | None = None,
     layout_params: LayoutParams | None = None,
     progress: Progress | None = None,
+    engine: str = "local",
+    ray_address: str | None = None,
+    relayout: bool = False,
+    refit_on_drift: bool = True,
+    onnx_model: tuple[Path, str] | None = None,
 ) -> BuildReport:
     """Index `folder` into a new snapshot under `data_dir` and publish it.
 
     `layouts`: which maps to compute ("tsne,umap,grid", the default, or a subset).
+    The previous snapshot of the same folder is carried over (indexer.finish):
+    ids stay, unchanged images keep their places and new ones are placed among
+    their neighbours, until `relayout` or the drift limit asks for full layouts
+    (`refit_on_drift=False` never refits: for callers without the layout libraries).
+    `onnx_model`: (model.onnx, fingerprint) to use instead of exporting `model_id`,
+    e.g. a snapshot's own model where torch is not installed.
+    `engine`: "local" decodes and embeds here; "ray" as a Ray Data pipeline
+    (indexer.engine_ray) on the cluster at `ray_address`, or on a local runtime.
     """
+    if engine not in ("local", "ray") or (ray_address and engine != "ray"):
+        raise ValueError(f"engine must be local or ray (an address needs ray), got {engine!r}")
     layout_names = parse_layouts(layouts)
     layout_params = layout_params or LayoutParams()
     if not 1 <= graph_k <= KNN_K:
@@ -169,14 +179,16 @@ def build(
     data_dir.mkdir(parents=True, exist_ok=True)
     with _BuildLock(data_dir):
         clean_stale(data_dir)
-        entries, skipped = scan_folder(folder)
+        with FileHashes(data_dir / "cache", folder) as hashes:
+            entries, skipped = scan_folder(folder, hashes.known())
+            hashes.replace(entries)
         for s in skipped:
             progress.log(f"skipped {s.path}: {s.reason}")
         progress.log(f"found {len(entries)} images in {folder}")
 
         spec = get_spec(model_id)
         t0 = time.monotonic()
-        onnx_path, fingerprint = ensure_onnx(spec, data_dir / "models")
+        onnx_path, fingerprint = onnx_model or ensure_onnx(spec, data_dir / "models")
         export_seconds = time.monotonic() - t0
         model_key = f"{spec.id}-{fingerprint[:16]}"
         embedder = Embedder(onnx_path, threads=threads, device=device)
@@ -189,15 +201,30 @@ def build(
                     seen.add(entry.sha256)
                     todo.append(entry)
             t1 = time.monotonic()
-            failed = embed_pending(
-                todo,
-                embedder,
-                cache,
-                batch_size=batch_size,
-                workers=workers or os.cpu_count() or 2,
-                max_pixels=max_pixels,
-                progress=progress,
-            )
+            if engine == "ray":
+                from .engine_ray import embed_pending_ray  # Ray is an optional extra
+
+                failed = embed_pending_ray(
+                    todo,
+                    embedder,
+                    cache,
+                    shards_dir=data_dir / "shards" / model_key,
+                    batch_size=batch_size,
+                    max_pixels=max_pixels,
+                    device=device,
+                    address=ray_address,
+                    progress=progress,
+                )
+            else:
+                failed = embed_pending(
+                    todo,
+                    embedder,
+                    cache,
+                    batch_size=batch_size,
+                    workers=workers or os.cpu_count() or 2,
+                    max_pixels=max_pixels,
+                    progress=progress,
+                )
             embed_seconds = time.monotonic() - t1
             items = cache.get_many(sorted({e.sha256 for e in entries}))
 
@@ -207,109 +234,38 @@ def build(
             if entry.sha256 not in items and entry.rel_path not in failed_paths:
                 failed.append(Skipped(entry.rel_path, "same content as a file that failed"))
         kept = [e for e in entries if e.sha256 in items]
-        rows = [
-            CatalogRow(
-                id=i,
-                path=e.rel_path,
-                sha256=e.sha256,
-                size=e.size,
-                width=items[e.sha256].width,
-                height=items[e.sha256].height,
-                format=items[e.sha256].format,
-                label=e.label,
-            )
-            for i, e in enumerate(kept)
-        ]
-        dim = embedder.dim
-        vectors = (
-            np.stack([items[e.sha256].vector for e in kept]).astype(np.float32)
-            if kept
-            else np.zeros((0, dim), np.float32)
-        )
-        index = faiss_index.build_index(vectors)
-        knn_sims, knn_ids = faiss_index.knn_self(
-            index, vectors, max(KNN_K, knn_needed(layout_names, layout_params))
-        )
-        t2 = time.monotonic()
-        graph, graph_info = path_graph.build_graph(
-            vectors,
-            knn_sims,
-            knn_ids,
-            k=graph_k,
-            canonical=path_graph.canonical_ids([r.sha256 for r in rows]),
-        )
-        graph_seconds = time.monotonic() - t2
-        progress.log(
-            f"path graph: {graph_info.edges} edges, {graph_info.components_before} components"
-            f" joined by {graph_info.join_edges} edges in {graph_seconds:.1f}s"
-        )
-        extra_files: dict[str, bytes] = {"graph.npz": graph_to_bytes(graph)}
-        t3 = time.monotonic()
-        maps = collection_maps.compute_maps(
-            vectors,
-            knn_sims,
-            knn_ids,
-            labels=[r.label for r in rows],
-            layouts=layout_names,
-            params=layout_params,
-            n_jobs=threads or -1,
-            log=progress.log,
-        )
-        extra_files.update(maps.files())
-        t4 = time.monotonic()
-        atlas_files, atlas_index = build_atlases([items[e.sha256].thumbnail for e in kept])
-        extra_files.update(atlas_files)
-        t5 = time.monotonic()
-        progress.log(f"maps in {t4 - t3:.1f}s, thumbnail atlases in {t5 - t4:.1f}s")
         all_skipped = skipped + failed
-        manifest = {
-            "model": {
-                "id": spec.id,
-                "fingerprint": fingerprint,
-                "input_size": embedder.input_size,
-                "dim": dim,
-            },
-            "dim": dim,
-            "index_type": faiss_index.choose_index_type(len(kept)),
-            "metric": "inner_product",
-            "collection": {"root": str(folder.resolve()), "files_seen": len(entries)},
-            "layouts": list(maps.layouts),
-            "maps": collection_maps.manifest_entry(maps, atlas_index),
-            "graph": {
-                "file": "graph.npz",
-                "k": graph_info.k,
-                "power": path_power,
-                "nodes": graph_info.nodes,
-                "edges": graph_info.edges,
-                "components_before": graph_info.components_before,
-                "components_joined_by": graph_info.join_edges,
-                "seconds": round(graph_seconds, 3),
-            },
-            "build": {
-                "embedded": len(todo) - len(failed_paths),
-                "reused": len(kept) - (len(todo) - len(failed_paths)),
+        embedded = len(todo) - len(failed_paths)
+        finished = finish(
+            data_dir,
+            folder,
+            kept=kept,
+            items=items,
+            model=ModelInfo(spec.id, fingerprint, embedder.input_size, embedder.dim, onnx_path),
+            options=FinishOptions(
+                layouts=layout_names,
+                layout_params=layout_params,
+                graph_k=graph_k,
+                path_power=path_power,
+                relayout=relayout,
+                refit_on_drift=refit_on_drift,
+                threads=threads,
+            ),
+            build_info={
+                "files_seen": len(entries),
+                "embedded": embedded,
+                "reused": len(kept) - embedded,
                 "skipped": [{"path": s.path, "reason": s.reason} for s in all_skipped][:1000],
                 "skipped_count": len(all_skipped),
                 "export_seconds": round(export_seconds, 3),
                 "embed_seconds": round(embed_seconds, 3),
-                "maps_seconds": round(t4 - t3, 3),
-                "atlas_seconds": round(t5 - t4, 3),
+                "engine": engine,
             },
-        }
-        snap_dir = write_snapshot(
-            data_dir,
-            rows=rows,
-            vectors=vectors,
-            index_bytes=faiss_index.to_bytes(index),
-            model_path=onnx_path,
-            thumbnails=[items[e.sha256].thumbnail for e in kept],
-            manifest=manifest,
-            extra_files=extra_files,
+            log=progress.log,
         )
-        publish(data_dir, snap_dir)
+        snap_dir = finished.snapshot_dir
         clean_stale(data_dir)
 
-    embedded = len(todo) - len(failed_paths)
     return BuildReport(
         snapshot_id=snap_dir.name,
         snapshot_dir=snap_dir,

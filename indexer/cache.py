@@ -9,10 +9,13 @@ only new or changed files.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .scan import FileEntry
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS embeddings (
@@ -88,3 +91,41 @@ class EmbeddingCache:
                     continue  # a row from a different model shape: re-embed it
                 found[sha] = CachedItem(sha, w, h, fmt, vector, thumb)
         return found
+
+
+class FileHashes:
+    """Content hashes of a collection's files by (size, mtime, inode), so that a
+    rescan hashes only new or touched files (the way git's index does). One
+    SQLite file per data folder; a stale row costs a re-hash, never a wrong one,
+    because any change to a file changes its mtime or size."""
+
+    def __init__(self, cache_dir: Path, root: Path) -> None:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        self.root = str(root.resolve())
+        self._db = sqlite3.connect(cache_dir / "files.sqlite")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS files (root TEXT NOT NULL, path TEXT NOT NULL,"
+            " size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL,"
+            " sha256 TEXT NOT NULL, PRIMARY KEY (root, path))"
+        )
+
+    def __enter__(self) -> FileHashes:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._db.close()
+
+    def known(self) -> dict[str, tuple[int, int, int, str]]:
+        rows = self._db.execute(
+            "SELECT path, size, mtime_ns, inode, sha256 FROM files WHERE root = ?", (self.root,)
+        )
+        return {path: (size, mtime, inode, sha) for path, size, mtime, inode, sha in rows}
+
+    def replace(self, entries: Sequence[FileEntry]) -> None:
+        """Remember exactly these files (the last scan) for this collection."""
+        with self._db:
+            self._db.execute("DELETE FROM files WHERE root = ?", (self.root,))
+            self._db.executemany(
+                "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?)",
+                [(self.root, e.rel_path, e.size, e.mtime_ns, e.inode, e.sha256) for e in entries],
+            )

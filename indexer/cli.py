@@ -19,6 +19,17 @@ def add_index_parser(subparsers: argparse._SubParsersAction) -> None:  # type: i
     p.add_argument("--workers", type=int, default=None, help="decode threads (default: cores)")
     p.add_argument("--threads", type=int, default=0, help="inference threads (0: all cores)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="decode + embed here (local) or as a Ray Data pipeline (ray: needs pixscape[ray])",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join with --engine ray (e.g. auto, host:6379; default: a local one)",
+    )
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
     p.add_argument(
         "--graph-k", type=int, default=None, help="neighbours per image in the path graph (1-30)"
@@ -38,15 +49,25 @@ def add_index_parser(subparsers: argparse._SubParsersAction) -> None:  # type: i
     p.add_argument("--n-neighbors", type=int, default=15, help="UMAP n_neighbors (15)")
     p.add_argument("--min-dist", type=float, default=0.1, help="UMAP min_dist (0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the layouts and clusters (0)")
+    p.add_argument(
+        "--relayout",
+        action="store_true",
+        help="recompute the maps in full (by default a rebuild keeps every unchanged image"
+        " where it was and places new ones among their neighbours, until they pass 25%%)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run_index)
 
 
 def run_index(args: argparse.Namespace) -> int:
     from .build import build
+    from .engine_ray import RayNotInstalled
     from .layout import LayoutParams
     from .progress import Progress
 
+    if args.address and args.engine != "ray":
+        print("pixscape index: --address needs --engine ray", file=sys.stderr)
+        return 2
     progress = Progress(quiet=args.quiet)
     # Unset options keep build()'s measured defaults (indexer.graph.DEFAULT_*).
     graph_options = {
@@ -64,6 +85,8 @@ def run_index(args: argparse.Namespace) -> int:
             threads=args.threads,
             device=args.device,
             max_pixels=args.max_pixels,
+            engine=args.engine,
+            ray_address=args.address,
             progress=progress,
             layouts=args.layouts,
             layout_params=LayoutParams(
@@ -72,9 +95,10 @@ def run_index(args: argparse.Namespace) -> int:
                 min_dist=args.min_dist,
                 seed=args.seed,
             ),
+            relayout=args.relayout,
             **graph_options,  # type: ignore[arg-type]
         )
-    except (NotADirectoryError, ValueError) as exc:
+    except (NotADirectoryError, ValueError, RayNotInstalled) as exc:
         print(f"pixscape index: {exc}", file=sys.stderr)
         return 2
     if not args.quiet:

@@ -14,12 +14,27 @@ import onnxruntime as ort
 
 def available_providers(preferred: str = "auto") -> list[str]:
     """CUDA when onnxruntime has it and `preferred` allows, else CPU."""
+    if preferred not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, not {preferred!r}")
     have = ort.get_available_providers()
     if preferred in ("auto", "cuda") and "CUDAExecutionProvider" in have:
+        _preload_cuda_libraries()
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     if preferred == "cuda":
-        raise RuntimeError("CUDA requested but onnxruntime has no CUDAExecutionProvider")
+        raise ValueError(
+            "--device cuda: this onnxruntime has no CUDAExecutionProvider"
+            " (install onnxruntime-gpu in place of onnxruntime; README, GPU)"
+        )
     return ["CPUExecutionProvider"]
+
+
+def _preload_cuda_libraries() -> None:
+    """Load CUDA and cuDNN from the nvidia-* pip packages that onnxruntime-gpu[cuda,cudnn]
+    installs: the dynamic loader does not look there, and without them onnxruntime
+    quietly runs the session on the CPU."""
+    preload = getattr(ort, "preload_dlls", None)  # onnxruntime-gpu 1.21+
+    if preload is not None:
+        preload()
 
 
 class Embedder:
@@ -35,6 +50,14 @@ class Embedder:
         self._session = ort.InferenceSession(
             str(model_path), options, providers=available_providers(device)
         )
+        # onnxruntime falls back to the CPU when the CUDA provider cannot start (no GPU,
+        # driver or libraries): fine for auto, an error for an explicit cuda.
+        self.providers: list[str] = self._session.get_providers()
+        if device == "cuda" and "CUDAExecutionProvider" not in self.providers:
+            raise ValueError(
+                "--device cuda: onnxruntime could not start CUDA (no GPU, or the driver or"
+                " the CUDA/cuDNN libraries are missing; its warning above says which)"
+            )
         inp = self._session.get_inputs()[0]
         out = self._session.get_outputs()[0]
         self._input_name = inp.name

@@ -32,7 +32,8 @@ PCA_DIM = 50
 # Below this many points t-SNE and UMAP are not meaningful (nor stable): the map
 # falls back to the first two principal components.
 MIN_POINTS = 8
-GRID_BLOCK = 1024  # points per exact assignment; see grid_cells
+GRID_BLOCK = 1024  # cells per exact assignment; see grid_cells
+GRID_SLACK = 0.1  # spare grid cells, for images added later; see grid_cells
 
 
 @dataclass(frozen=True)
@@ -183,34 +184,41 @@ def umap(
     return normalise(points), {"method": "umap-learn", "n_neighbors": int(nn)}
 
 
-def grid_shape(n: int) -> tuple[int, int]:
-    """(cols, rows) of the near-square grid for n images."""
-    cols = max(1, math.ceil(math.sqrt(n)))
-    return cols, max(1, math.ceil(n / cols))
+def grid_shape(n: int, slack: float = GRID_SLACK) -> tuple[int, int]:
+    """(cols, rows) of the near-square grid for n images and `slack` spare cells."""
+    cells = math.ceil(n * (1 + slack))
+    cols = max(1, math.ceil(math.sqrt(cells)))
+    return cols, max(1, math.ceil(cells / cols))
 
 
-def grid_cells(points: np.ndarray, block: int = GRID_BLOCK) -> tuple[np.ndarray, int, int]:
+def grid_cells(
+    points: np.ndarray, block: int = GRID_BLOCK, slack: float = GRID_SLACK
+) -> tuple[np.ndarray, int, int]:
     """One grid cell per point, neighbours kept together: (cells (N, 2) [col, row], cols, rows).
 
-    The first N cells in row order are used (the gap, < one row, is at the end).
+    The grid has `slack` more cells than points, and the assignment leaves the
+    spare ones where the layout is thin: an incremental update puts a new image
+    in the free cell nearest its neighbours, so the old ones never move.
     Exact linear assignment is cubic, so points and cells are split together like
-    a k-d tree - cells at a column (or row) boundary, points at the same rank
-    along that axis - until a part holds <= `block`, and each part is assigned
-    exactly. Cost: N log N sorting plus N/block small assignments.
+    a k-d tree - cells at a column (or row) boundary, points at the matching rank
+    along that axis - until a part holds <= `block` cells, and each part is
+    assigned exactly. Cost: N log N sorting plus N/block small assignments.
     """
     from scipy.optimize import linear_sum_assignment
 
     n = len(points)
-    cols, rows = grid_shape(n)
-    flat = np.arange(n)
+    cols, rows = grid_shape(n, slack)
+    flat = np.arange(cols * rows)
     cells = np.stack([flat % cols, flat // cols], axis=1).astype(np.float64)
     out = np.zeros((n, 2), np.int64)
-    stack = [(np.arange(n), np.arange(n))]
+    stack = [(np.arange(n), flat)]
     pts = np.asarray(points, dtype=np.float64)
     while stack:
         p_idx, c_idx = stack.pop()
         c = cells[c_idx]
-        if len(p_idx) <= block:
+        if not len(p_idx):
+            continue
+        if len(c_idx) <= block:
             a, b = _unit(pts[p_idx]), _unit(c)
             cost = ((a[:, None, :] - b[None, :, :]) ** 2).sum(axis=2)
             r, col = linear_sum_assignment(cost)
@@ -225,7 +233,9 @@ def grid_cells(points: np.ndarray, block: int = GRID_BLOCK) -> tuple[np.ndarray,
         below = np.cumsum(counts)[:-1]
         cut = bounds[1 + int(np.argmin(np.abs(below - len(values) / 2)))]
         left = values < cut
-        m = int(left.sum())
+        # Points split in the cells' proportion, each part keeping room for its own.
+        m = min(int(left.sum()), round(len(p_idx) * left.sum() / len(c_idx)))
+        m = max(m, len(p_idx) - int((~left).sum()))
         order = np.lexsort((pts[p_idx, 1 - axis], pts[p_idx, axis]))
         stack.append((p_idx[order[:m]], c_idx[left]))
         stack.append((p_idx[order[m:]], c_idx[~left]))

@@ -41,17 +41,32 @@ def trustworthiness(
     sample: int = TRUST_SAMPLE,
     seed: int = 0,
 ) -> float | None:
-    """scikit-learn's trustworthiness on a seeded random sample of points."""
-    from sklearn.manifold import trustworthiness as sk_trust
+    """Trustworthiness (Venna and Kaski; as scikit-learn defines it, Euclidean) of
+    the map on a seeded random sample of points.
 
+    Written out in numpy so the service, which has no scikit-learn, can score a
+    map it updated; tests check it against sklearn.manifold.trustworthiness.
+    """
     n = len(layout)
     rng = np.random.default_rng(seed)
     idx = np.sort(rng.choice(n, size=min(n, sample), replace=False))
-    k = min(k, (len(idx) - 1) // 2 - 1)
+    m = len(idx)
+    k = min(k, (m - 1) // 2 - 1)
     if k < 1:
         return None
-    x = np.asarray(vectors[idx], dtype=np.float32)
-    return float(sk_trust(x, layout[idx], n_neighbors=k))
+    x = np.asarray(vectors[idx], dtype=np.float64)
+    sq = (x * x).sum(axis=1)
+    dist_x = sq[:, None] + sq[None, :] - 2 * x @ x.T
+    np.fill_diagonal(dist_x, np.inf)
+    y = np.asarray(layout[idx], dtype=np.float64)
+    dist_y = ((y[:, None, :] - y[None, :, :]) ** 2).sum(axis=2)
+    np.fill_diagonal(dist_y, np.inf)
+    rank = np.empty((m, m), dtype=np.int64)  # rank[i, j]: j's place among i's neighbours
+    rank[np.arange(m)[:, None], np.argsort(dist_x, axis=1)] = np.arange(1, m + 1)
+    near_y = np.argsort(dist_y, axis=1)[:, :k]
+    excess = rank[np.arange(m)[:, None], near_y] - k
+    penalty = excess[excess > 0].sum()
+    return float(1.0 - penalty * 2.0 / (m * k * (2.0 * m - 3.0 * k - 1.0)))
 
 
 def knn_preservation(knn_ids: np.ndarray, layout: np.ndarray, k: int = QUALITY_K) -> float | None:
@@ -68,6 +83,18 @@ def knn_preservation(knn_ids: np.ndarray, layout: np.ndarray, k: int = QUALITY_K
     map_nn = np.where(near[:, :1] == mine, near[:, 1:], near[:, :k])
     hits = (map_nn[:, :, None] == knn_ids[:, None, :k]).any(axis=2).sum(axis=1)
     return float(hits.mean() / k)
+
+
+def layout_quality(
+    vectors: np.ndarray, knn_ids: np.ndarray, pos: np.ndarray, seed: int = 0
+) -> dict[str, Any]:
+    """A layout's quality figures, as the manifest and /api/maps give them."""
+    return {
+        "trustworthiness": _round(trustworthiness(vectors, pos, seed=seed)),
+        "knn_preservation": _round(knn_preservation(knn_ids, pos)),
+        "k": QUALITY_K,
+        "sample": min(len(pos), TRUST_SAMPLE),
+    }
 
 
 def n_clusters(n: int) -> int:
@@ -214,12 +241,7 @@ def _compute_maps(
             "seconds": round(time.perf_counter() - t, 3),
         }
     for name, pos in positions.items():
-        info["layouts"][name]["quality"] = {
-            "trustworthiness": _round(trustworthiness(vectors, pos, seed=params.seed)),
-            "knn_preservation": _round(knn_preservation(knn_ids, pos)),
-            "k": QUALITY_K,
-            "sample": min(n, TRUST_SAMPLE),
-        }
+        info["layouts"][name]["quality"] = layout_quality(vectors, knn_ids, pos, seed=params.seed)
     t = time.perf_counter()
     k = n_clusters(n)
     assigned, reps = kmeans(reduced, k, seed=params.seed)
@@ -230,7 +252,7 @@ def _compute_maps(
         "seed": params.seed,
         "seconds": round(time.perf_counter() - t, 3),
     }
-    info["clusters"] = _describe_clusters(assigned, reps, labels, positions)
+    info["clusters"] = describe_clusters(assigned, reps, labels, positions)
     return Maps(positions, assigned.astype(np.int16), info)
 
 
@@ -238,7 +260,7 @@ def _round(v: float | None) -> float | None:
     return None if v is None else round(v, 4)
 
 
-def _describe_clusters(
+def describe_clusters(
     assigned: np.ndarray,
     reps: np.ndarray,
     labels: list[str | None],

@@ -19,7 +19,7 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ import faiss
 import numpy as np
 import scipy.sparse as sp
 
+from . import index as faiss_index
 from .thumbs import THUMB_SUFFIX
 
 FORMAT_VERSION = 1
@@ -116,11 +117,16 @@ def write_snapshot(
     thumbnails: Sequence[bytes],
     manifest: dict[str, Any],
     extra_files: Mapping[str, bytes] | None = None,
+    link_thumbs_from: Path | None = None,
+    unchanged_thumbs: Set[int] = frozenset(),
 ) -> Path:
     """Write a complete snapshot under data/snapshots/ and return its folder.
 
     `extra_files` maps relative paths (layouts/umap.npy, graph.npz, atlas/...) to
     their bytes; they are checksummed in the manifest like the core files.
+    Thumbnails of the ids in `unchanged_thumbs` are hard links to the same files
+    in `link_thumbs_from` (a published, hence immutable, snapshot's thumbs/):
+    an update of a large collection then writes only the thumbnails that changed.
     Does not publish it: call `publish` after.
     """
     if not (len(rows) == len(vectors) == len(thumbnails)):
@@ -142,7 +148,14 @@ def write_snapshot(
     thumbs_dir = tmp / "thumbs"
     thumbs_dir.mkdir()
     for row, data in zip(rows, thumbnails, strict=True):
-        _write_bytes(thumbs_dir / f"{row.id}{THUMB_SUFFIX}", data)
+        name = f"{row.id}{THUMB_SUFFIX}"
+        if link_thumbs_from is not None and row.id in unchanged_thumbs:
+            try:
+                os.link(link_thumbs_from / name, thumbs_dir / name)
+                continue
+            except OSError:
+                pass  # another file system, or the file is gone: write it instead
+        _write_bytes(thumbs_dir / name, data)
     _fsync_dir(thumbs_dir)
 
     extra = dict(extra_files or {})
@@ -232,10 +245,24 @@ class Snapshot:
     clusters: np.ndarray | None = None
     maps: Mapping[str, Any] = field(default_factory=dict)
     atlas: Mapping[str, Any] = field(default_factory=dict)
+    # Row -> catalog id, strictly increasing. Every array above (vectors, index,
+    # layouts, clusters, graph) is indexed by row; ids are what clients see, and
+    # an image keeps its id across snapshots (thumbs/ and atlas/ go by id).
+    ids: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        ids = np.fromiter((r.id for r in self.rows), dtype=np.int64, count=len(self.rows))
+        object.__setattr__(self, "ids", ids)
 
     @property
     def count(self) -> int:
         return len(self.rows)
+
+    def row_of(self, image_id: int) -> int | None:
+        """The row of catalog id `image_id`, or None when no image has it."""
+        ids = self.ids
+        row = int(np.searchsorted(ids, image_id))
+        return row if row < len(ids) and ids[row] == image_id else None
 
     @property
     def model_path(self) -> Path:
@@ -311,15 +338,17 @@ def open_snapshot(data_dir: Path, snapshot_id: str | None = None) -> Snapshot:
             raise SnapshotError(f"snapshot {sid}: {name} fails its checksum")
     rows = _read_catalog(path / "catalog.sqlite")
     vectors = np.load(path / "vectors.npy", mmap_mode="r")
-    index = faiss.read_index(str(path / "index.faiss"))
+    # Memory-mapped where FAISS can (Flat vectors, IVF lists): the service starts
+    # fast and its heap stays near the compressed index, not the collection.
+    index = faiss.read_index(str(path / "index.faiss"), faiss_index.READ_FLAGS)
     count = manifest.get("count")
     if not (count == len(rows) == len(vectors) == index.ntotal):
         raise SnapshotError(
             f"snapshot {sid}: counts disagree (manifest {count}, catalog {len(rows)},"
             f" vectors {len(vectors)}, index {index.ntotal})"
         )
-    if any(row.id != i for i, row in enumerate(rows)):
-        raise SnapshotError(f"snapshot {sid}: catalog ids are not 0..N-1")
+    if any(a.id >= b.id for a, b in zip(rows, rows[1:], strict=False)) or (rows and rows[0].id < 0):
+        raise SnapshotError(f"snapshot {sid}: catalog ids are not increasing from 0 up")
     return Snapshot(
         id=sid,
         path=path,

@@ -8,4 +8,4 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 # torch==2.13.0 (pinned in pyproject.toml) is the CPU build; see DESIGN.md.
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[indexer,dev]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[indexer,dev,ray]"

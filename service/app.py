@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import anyio.to_thread
 import fastapi_offline
@@ -17,8 +18,9 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from .deps import Pool, require_read
-from .middleware import BodyLimit, SecurityHeaders
-from .routes import images, maps, meta, paths, search
+from .middleware import BodyLimit, SecurityHeaders, UploadAdmission
+from .routes import admin, images, maps, meta, paths, search
+from .schemas import ErrorBody
 from .settings import Settings
 from .state import SnapshotHolder
 
@@ -28,6 +30,16 @@ BUNDLED_WEB = Path(__file__).resolve().parent.parent / "web"
 DOCS_ASSETS = Path(fastapi_offline.__file__).resolve().parent / "static"
 # Multipart framing around an upload: the body cap is the upload cap plus this.
 MULTIPART_SLACK = 64 * 1024
+# POST routes that take an image upload: admitted before their body is read.
+UPLOAD_ROUTES = ("/api/search", "/api/path", "/api/images")
+# Answers every read route may give, whatever it does (a route's own entry wins).
+READ_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "missing or wrong API key (PIXSCAPE_READ_KEY is set)"},
+    503: {
+        "model": ErrorBody,
+        "description": "no snapshot is loaded yet, or the server is busy (see Retry-After)",
+    },
+}
 
 
 async def _watch(holder: SnapshotHolder, interval: float) -> None:
@@ -68,10 +80,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.holder = holder
     app.state.pool = Pool(settings.workers, settings.queue_limit)
+    app.state.admin_lock = asyncio.Lock()  # admin calls (add, remove) one at a time
     app.include_router(meta.public)
-    app.include_router(meta.admin)
+    app.include_router(admin.router)
     for module in (search, images, paths, maps, meta):
-        app.include_router(module.router, dependencies=[Depends(require_read)])
+        app.include_router(
+            module.router, dependencies=[Depends(require_read)], responses=READ_RESPONSES
+        )
     _add_docs(app)
     web_dir = settings.web_dir or BUNDLED_WEB
     if web_dir.is_dir():
@@ -84,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["X-API-Key", "Authorization", "Content-Type"],
         )
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + MULTIPART_SLACK)
+    app.add_middleware(UploadAdmission, gate=app.state.pool, paths=UPLOAD_ROUTES)
     app.add_middleware(SecurityHeaders)
     return app
 

@@ -48,6 +48,17 @@ class Pool:
         self._limiter = CapacityLimiter(size)
         self._capacity = size + queue_limit
         self._in_flight = 0  # touched only on the event loop thread
+        self._uploads = 0  # uploads admitted by UploadAdmission, same thread
+
+    def try_admit(self) -> bool:
+        """Take an upload slot if one is free (see middleware.UploadAdmission)."""
+        if self._uploads >= self._capacity:
+            return False
+        self._uploads += 1
+        return True
+
+    def release(self) -> None:
+        self._uploads -= 1
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         if self._in_flight >= self._capacity:
@@ -78,7 +89,7 @@ def _presented_key(request: Request) -> str | None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token:
         return token.strip()
-    return request.cookies.get(KEY_COOKIE)
+    return request.cookies.get(KEY_COOKIE) or None
 
 
 def _key_matches(presented: str | None, *secrets: object) -> bool:
@@ -118,10 +129,16 @@ def require_admin(request: Request, settings: Annotated[Settings, Depends(get_se
         )
 
 
-def image_row(live: Live, image_id: int) -> CatalogRow:
-    if not 0 <= image_id < live.snapshot.count:
+def image_index(live: Live, image_id: int) -> int:
+    """The snapshot row of catalog id `image_id`; 404 when no image has it."""
+    row = live.snapshot.row_of(image_id)
+    if row is None:
         raise HTTPException(status_code=404, detail=f"no image with id {image_id}")
-    return live.snapshot.rows[image_id]
+    return row
+
+
+def image_row(live: Live, image_id: int) -> CatalogRow:
+    return live.snapshot.rows[image_index(live, image_id)]
 
 
 LiveDep = Annotated[Live, Depends(get_live)]

@@ -1,8 +1,11 @@
-"""Pure ASGI middleware: security headers and a streaming cap on request bodies."""
+"""Pure ASGI middleware: security headers, a streaming cap on request bodies, and
+admission control for uploads."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
+from typing import Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -98,18 +101,61 @@ class BodyLimit:
             pass  # answered with 413 above (or the response had already begun)
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps(
-            {"detail": f"request body larger than the {self.limit:,} byte limit"}
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        detail = f"request body larger than the {self.limit:,} byte limit"
+        await send_error(send, 413, detail)
+
+
+async def send_error(send: Send, status: int, detail: str, *extra: tuple[bytes, bytes]) -> None:
+    """A JSON error answered before the app has read the request body.
+
+    `connection: close`, because the unread body is still on the wire.
+    """
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+                *extra,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class Gate(Protocol):
+    def try_admit(self) -> bool: ...
+    def release(self) -> None: ...
+
+
+class UploadAdmission:
+    """Refuses an upload with 503 + Retry-After before reading its body when the
+    worker pool is full.
+
+    Checking only when the handler hands work to the pool (as GET routes do) lets a
+    crowd of uploads spend the event loop on multipart parsing just to be refused;
+    measured with 48 clients on 2 cores, that put the 503's p99 at ~500 ms. Here an
+    upload holds a slot from its first byte to its last, so the refusal costs
+    nothing and no more than the pool's capacity of bodies sit in memory.
+    """
+
+    def __init__(self, app: ASGIApp, gate: Gate, paths: Collection[str]) -> None:
+        self.app = app
+        self.gate = gate
+        self.paths = frozenset(paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        if not self.gate.try_admit():
+            detail = "server busy: too many requests in progress, retry shortly"
+            await send_error(send, 503, detail, (b"retry-after", b"1"))
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.gate.release()

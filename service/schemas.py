@@ -15,6 +15,13 @@ class ImageRef(BaseModel):
     image_url: str
 
 
+class ImagePage(BaseModel):
+    snapshot: str
+    total: int = Field(description="images in the collection")
+    offset: int = Field(description="position of the first image of this page, in id order")
+    images: list[ImageRef]
+
+
 class ImageInfo(ImageRef):
     sha256: str
     size: int = Field(description="file size in bytes")

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PIXSCAPE_", frozen=True)
+    # An empty variable (PIXSCAPE_ADMIN_KEY=) means unset, never "the empty key".
+    model_config = SettingsConfigDict(env_prefix="PIXSCAPE_", frozen=True, env_ignore_empty=True)
 
     data_dir: Path = Field(Path("data"), description="folder holding CURRENT and snapshots/")
     host: str = "127.0.0.1"
@@ -33,3 +34,10 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(
         default_factory=list, description="origins allowed to call the API from a browser"
     )
+
+    @field_validator("read_key", "admin_key")
+    @classmethod
+    def _not_blank(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and not key.get_secret_value().strip():
+            raise ValueError("an API key must not be blank (leave it unset to switch it off)")
+        return key

@@ -38,16 +38,17 @@ def image_info(row: CatalogRow) -> ImageInfo:
 
 
 def scored_images(
-    rows: tuple[CatalogRow, ...], scores: np.ndarray, ids: np.ndarray
+    rows: tuple[CatalogRow, ...], scores: np.ndarray, found: np.ndarray
 ) -> list[ScoredImage]:
+    """Search hits as results: `found` holds snapshot rows (FAISS ids), -1 where short."""
     return [
         ScoredImage(
-            id=int(i),
+            id=rows[i].id,
             path=rows[i].path,
             label=rows[i].label,
             score=round(float(s), 6),
             **_urls(rows[i]),
         )
-        for s, i in zip(scores, ids, strict=True)
+        for s, i in zip(scores, found, strict=True)
         if i >= 0
     ]

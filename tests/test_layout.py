@@ -57,7 +57,9 @@ def test_grid_cells_are_unique_and_inside_the_grid(built: Built) -> None:
     assert len({(int(c), int(r)) for c, r in cells}) == snap.count
     assert (cells >= 0).all() and (cells[:, 0] < grid["cols"]).all()
     assert (cells[:, 1] < grid["rows"]).all()
-    assert grid["cols"] * grid["rows"] >= snap.count > grid["cols"] * (grid["rows"] - 1)
+    assert (grid["cols"], grid["rows"]) == layout.grid_shape(snap.count)
+    # Room for later additions: ~10% spare cells, left where the layout is thin.
+    assert grid["cols"] * grid["rows"] >= snap.count * (1 + layout.GRID_SLACK)
 
 
 def test_quality_figures_are_recorded_and_above_floor(built: Built) -> None:
@@ -162,15 +164,14 @@ def test_seeds_make_layouts_reproducible(built: Built) -> None:
     assert runs[0].info["seed"] == 7 and runs[2].info["layouts"]["tsne"]["params"]["seed"] == 8
 
 
-def test_blocked_grid_assignment_is_a_bijection_that_keeps_neighbourhoods() -> None:
+def test_blocked_grid_assignment_is_one_to_one_and_keeps_neighbourhoods() -> None:
     rng = np.random.default_rng(1)
     centres = rng.random((12, 2)) * [3.0, 1.0]  # a wide layout, clumped
     points = centres[rng.integers(0, 12, 3000)] + rng.normal(0, 0.05, (3000, 2))
     cells, cols, rows = layout.grid_cells(points, block=200)  # many blocks
-    assert (cols, rows) == layout.grid_shape(3000) == (55, 55)
+    assert (cols, rows) == layout.grid_shape(3000) == (58, 57)  # 3,300 cells: 10% spare
     assert len({(int(c), int(r)) for c, r in cells}) == 3000
-    flat = cells[:, 1] * cols + cells[:, 0]
-    assert sorted(flat.tolist()) == list(range(3000))  # the first N cells in row order
+    assert (cells >= 0).all() and (cells[:, 0] < cols).all() and (cells[:, 1] < rows).all()
     pos = layout.grid_positions(cells, cols, rows)
     assert np.array_equal(layout.position_cells(pos, cols, rows), cells)
     ids = np.argsort(((points[:, None] - points[None]) ** 2).sum(-1), axis=1)[:, 1:11]
@@ -232,7 +233,9 @@ def test_atlas_sheets_follow_the_rule() -> None:
         Image.new("RGB", (40 + i, 30), (i * 3, 255 - i * 3, 128)).save(buf, "JPEG")
         thumbs.append(buf.getvalue())
     thumbs.append(b"not a jpeg")  # a broken thumbnail gets the background, not an error
-    files, index = build_atlases(thumbs, sizes=(16, 32), sheet_size=128, fmt="jpeg")
+    files, index = build_atlases(
+        range(len(thumbs)), thumbs.__getitem__, sizes=(16, 32), sheet_size=128, fmt="jpeg"
+    )
     assert sorted(files) == sorted(
         ["atlas/index.json"]
         + [f"atlas/16-{i}.jpg" for i in range(2)]

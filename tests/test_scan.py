@@ -72,3 +72,16 @@ def test_symlinks_leaving_the_folder_are_skipped(tmp_path: Path) -> None:
 def test_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(NotADirectoryError, match="not found"):
         scan_folder(tmp_path / "nope")
+
+
+def test_a_rescan_hashes_only_touched_files(tmp_path: Path) -> None:
+    for name in ("a.png", "b.png"):
+        (tmp_path / name).write_bytes(name.encode() * 10)
+    first, _ = scan_folder(tmp_path)
+    # Pretend the earlier scan saw "a.png" with another hash: a stat match reuses it.
+    known = {e.rel_path: (e.size, e.mtime_ns, e.inode, "f" * 64) for e in first}
+    (tmp_path / "b.png").write_bytes(b"changed content")
+    again, _ = scan_folder(tmp_path, known)
+    by = {e.rel_path: e.sha256 for e in again}
+    assert by["a.png"] == "f" * 64  # unchanged size, mtime, inode: not read again
+    assert by["b.png"] == hashlib.sha256(b"changed content").hexdigest()

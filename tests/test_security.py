@@ -30,6 +30,7 @@ def _routes(built: Built) -> list[tuple[str, str, dict]]:
     upload = {"files": {"file": ("q.png", (built.collection / row.path).read_bytes())}}
     return [
         ("GET", "/api/stats", {}),
+        ("GET", "/api/images", {}),
         ("GET", "/api/images/0", {}),
         ("GET", "/api/images/0/similar", {}),
         ("GET", "/api/images/0/thumbnail", {}),
@@ -220,3 +221,17 @@ def test_overload_answers_503_with_retry_after(server: str, built: Built) -> Non
     assert 200 in codes and 503 in codes, codes
     busy = next(r for r in responses if r.status_code == 503)
     assert busy.headers["retry-after"] == "1" and "busy" in busy.json()["detail"]
+
+
+def test_a_blank_key_never_switches_access_on(
+    built: Built, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIXSCAPE_ADMIN_KEY", "")  # an empty variable means unset
+    monkeypatch.setenv("PIXSCAPE_DATA_DIR", str(built.data_dir))
+    settings = Settings()
+    assert settings.admin_key is None
+    with pytest.raises(ValueError, match="blank"):
+        Settings(data_dir=built.data_dir, admin_key="  ")
+    with TestClient(create_app(settings)) as c:
+        c.cookies.set("pixscape_key", "")
+        assert c.post("/api/admin/reload").status_code == 403

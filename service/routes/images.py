@@ -16,8 +16,8 @@ from indexer import index as faiss_index
 from indexer.decode import MIME_TYPES
 from indexer.thumbs import THUMB_MIME
 
-from ..deps import LiveDep, PoolDep, SettingsDep, image_row
-from ..schemas import MAX_K, ErrorBody, ImageInfo, SimilarResponse
+from ..deps import LiveDep, PoolDep, SettingsDep, image_index, image_row
+from ..schemas import MAX_K, ErrorBody, ImageInfo, ImagePage, SimilarResponse
 from ..views import image_info, image_ref, scored_images
 
 router = APIRouter(tags=["images"])
@@ -33,6 +33,27 @@ def _cache_headers(sha256: str, version: str | None) -> dict[str, str]:
     if version is not None and version == sha256[: len(version)] and len(version) >= 8:
         return {"Cache-Control": _IMMUTABLE}
     return {"Cache-Control": "no-cache"}
+
+
+@router.get(
+    "/api/images",
+    response_model=ImagePage,
+    summary="The collection's images in id order, a page at a time",
+    description="Ids are stable across snapshots but not contiguous (deleted images leave"
+    " gaps): page with `offset`, not by guessing ids.",
+)
+def list_images(
+    live: LiveDep,
+    offset: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> ImagePage:
+    rows = live.snapshot.rows
+    return ImagePage(
+        snapshot=live.snapshot.id,
+        total=len(rows),
+        offset=offset,
+        images=[image_ref(r) for r in rows[offset : offset + limit]],
+    )
 
 
 @router.get("/api/images/{image_id}", response_model=ImageInfo, responses=NOT_FOUND)
@@ -54,13 +75,14 @@ async def similar(
     k: Annotated[int | None, Query(ge=1, le=MAX_K)] = None,
 ) -> SimilarResponse:
     started = time.perf_counter()
-    row = image_row(live, image_id)
+    at = image_index(live, image_id)
+    row = live.snapshot.rows[at]
     k = k or settings.default_k
 
     def work() -> SimilarResponse:
-        vector = live.snapshot.vectors[image_id]
-        scores, ids = faiss_index.search(live.snapshot.index, vector, k + 1)
-        keep = ids[0] != image_id  # drop itself, wherever a tie put it
+        vector = live.snapshot.vectors[at]
+        scores, ids = faiss_index.search(live.snapshot.index, vector, k + 1, live.snapshot.vectors)
+        keep = ids[0] != at  # drop itself, wherever a tie put it
         results = scored_images(live.snapshot.rows, scores[0][keep][:k], ids[0][keep][:k])
         return SimilarResponse(
             snapshot=live.snapshot.id, k=k, took_ms=0.0, query=image_ref(row), results=results

@@ -175,7 +175,7 @@ def _columns(snap: Snapshot, name: str) -> list[tuple[str, str, np.ndarray]]:
     n = snap.count
     cluster = snap.clusters if snap.clusters is not None else np.full(n, -1, np.int16)
     return [
-        ("id", "int32", np.arange(n, dtype="<i4")),
+        ("id", "int32", np.asarray(snap.ids, dtype="<i4")),
         ("x", "float32", np.ascontiguousarray(pos[:, 0], dtype="<f4")),
         ("y", "float32", np.ascontiguousarray(pos[:, 1], dtype="<f4")),
         ("cluster", "int16", np.asarray(cluster, dtype="<i2")),
@@ -248,7 +248,7 @@ def placement(
     if not snap.layouts:
         return {}
     if len(ids) < min(layouts.PLACE_K, snap.count):
-        top_scores, top_ids = faiss_index.search(snap.index, vector, layouts.PLACE_K)
+        top_scores, top_ids = faiss_index.search(snap.index, vector, layouts.PLACE_K, snap.vectors)
         scores, ids = top_scores[0], top_ids[0]
     out = {}
     for name, pos in snap.layouts.items():

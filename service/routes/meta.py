@@ -1,23 +1,15 @@
-"""Health, collection statistics, and the admin reload."""
+"""Health and collection statistics."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
-from ..deps import HolderDep, LiveDep, PoolDep, require_admin
-from ..schemas import ErrorBody, Health, ModelInfo, ReloadResponse, Stats
+from ..deps import HolderDep, LiveDep
+from ..schemas import ErrorBody, Health, ModelInfo, Stats
 
 # Health answers without a key (for load balancers and container healthchecks).
 public = APIRouter(tags=["meta"])
 router = APIRouter(tags=["meta"])
-admin = APIRouter(
-    tags=["admin"],
-    dependencies=[Depends(require_admin)],
-    responses={
-        401: {"model": ErrorBody, "description": "missing or wrong admin key"},
-        403: {"model": ErrorBody, "description": "admin API switched off (no admin key set)"},
-    },
-)
 
 
 @public.get("/api/health", response_model=Health)
@@ -47,14 +39,4 @@ def stats(live: LiveDep) -> Stats:
             k.removesuffix("_seconds"): float(v) for k, v in build.items() if k.endswith("_seconds")
         },
         skipped=int(build.get("skipped_count", 0)),
-    )
-
-
-@admin.post("/api/admin/reload", response_model=ReloadResponse)
-async def reload(holder: HolderDep, pool: PoolDep) -> ReloadResponse:
-    """Open the snapshot CURRENT names now, instead of at the next poll."""
-    swapped = await pool.run(holder.refresh)
-    live = holder.live
-    return ReloadResponse(
-        snapshot=live.snapshot.id if live else None, swapped=swapped, error=holder.error
     )

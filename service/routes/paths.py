@@ -122,7 +122,7 @@ def _engine(snapshot: Snapshot) -> _Engine:
             found = _Engine(
                 finder=path_graph.PathFinder(snapshot.graph),
                 canonical=canonical,
-                by_sha={r.sha256: int(canonical[r.id]) for r in snapshot.rows},
+                by_sha={r.sha256: int(canonical[i]) for i, r in enumerate(snapshot.rows)},
                 k=int(params.get("k", path_graph.DEFAULT_K)),
                 power=float(params.get("power", path_graph.DEFAULT_POWER)),
             )
@@ -223,8 +223,9 @@ class _Upload:
     info: QueryInfo
 
 
-def _label(end: int | _Upload) -> str:
-    return f"the uploaded {end.which}" if isinstance(end, _Upload) else f"image {end}"
+def _label(snapshot: Snapshot, end: int | _Upload) -> str:
+    """How an error names an end: its catalog id (`end` is a row) or the upload."""
+    return f"the uploaded {end.which}" if isinstance(end, _Upload) else f"image {snapshot.ids[end]}"
 
 
 def _attachment(
@@ -235,11 +236,11 @@ def _attachment(
     if twin is not None and twin in stops:
         raise HTTPException(
             status_code=422,
-            detail=f"the uploaded {upload.which} is image {twin} itself: it cannot be"
+            detail=f"the uploaded {upload.which} is image {snapshot.ids[twin]} itself: it cannot be"
             " both an end and a stop of the same chain",
         )
     wanted = min(snapshot.count, 4 * engine.k + 8)
-    sims, ids = faiss_index.search(snapshot.index, upload.vector, wanted)
+    sims, ids = faiss_index.search(snapshot.index, upload.vector, wanted, snapshot.vectors)
     sims, ids = sims[0], ids[0]
     ok = (ids >= 0) & (ids != (twin if twin is not None else -1))
     ok &= engine.canonical[np.where(ids >= 0, ids, 0)] == ids
@@ -248,14 +249,24 @@ def _attachment(
 
 
 def solve(live: Live, ends: tuple[int | _Upload, int | _Upload], opts: PathOptions) -> PathResponse:
-    """Validate, route, resample and describe one path request (blocking work)."""
+    """Validate, route, resample and describe one path request (blocking work).
+
+    Ends, waypoints and avoided images come in as catalog ids and are routed as
+    snapshot rows; the chain goes out as images (with their ids) again.
+    """
     started = time.perf_counter()
     snapshot = live.snapshot
     count = snapshot.count
-    requested = [ends[0], *opts.via, ends[1]]
-    for i in [e for e in requested if isinstance(e, int)] + opts.avoid:
-        if not 0 <= i < count:
-            raise HTTPException(status_code=404, detail=f"no image with id {i}")
+    ids = snapshot.ids
+
+    def row(image_id: int) -> int:
+        found = snapshot.row_of(image_id)
+        if found is None:
+            raise HTTPException(status_code=404, detail=f"no image with id {image_id}")
+        return found
+
+    requested = [row(e) if isinstance(e, int) else e for e in (ends[0], *opts.via, ends[1])]
+    avoided = [row(i) for i in opts.avoid]
     engine = _engine(snapshot)
     if opts.max_steps is not None and opts.max_steps < len(requested):
         raise HTTPException(
@@ -271,18 +282,20 @@ def solve(live: Live, ends: tuple[int | _Upload, int | _Upload], opts: PathOptio
         if isinstance(end, int):
             canon = int(engine.canonical[end])
             if canon in seen:
-                same = "twice" if seen[canon] == end else f"and {seen[canon]} (identical content)"
+                same = (
+                    "twice" if seen[canon] == end else f"and {ids[seen[canon]]} (identical content)"
+                )
                 raise HTTPException(
                     status_code=422,
-                    detail=f"image {end} {same}: a chain shows each image once, so the ends"
+                    detail=f"image {ids[end]} {same}: a chain shows each image once, so the ends"
                     " and waypoints must be distinct images",
                 )
             seen[canon] = end
-    avoid = {int(engine.canonical[i]) for i in opts.avoid}
+    avoid = {int(engine.canonical[i]) for i in avoided}
     if clash := avoid & set(seen):
         raise HTTPException(
             status_code=422,
-            detail=f"image {seen[min(clash)]} is both avoided and an end or waypoint",
+            detail=f"image {ids[seen[min(clash)]]} is both avoided and an end or waypoint",
         )
 
     uploads = [e for e in ends if isinstance(e, _Upload)]
@@ -319,7 +332,7 @@ def solve(live: Live, ends: tuple[int | _Upload, int | _Upload], opts: PathOptio
             why.append(f"{len(avoid)} images avoided")
         if exc.leg > 0:
             why.append("no image of the earlier legs used again")
-        detail = f"no acceptable path from {_label(a)} to {_label(b)}"
+        detail = f"no acceptable path from {_label(snapshot, a)} to {_label(snapshot, b)}"
         raise HTTPException(
             status_code=409, detail=detail + (f" with {', '.join(why)}" if why else "")
         ) from None

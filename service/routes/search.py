@@ -71,7 +71,7 @@ async def search(
 
     def work() -> SearchResponse:
         vector, query = embed_query(live, data, settings.max_pixels)
-        scores, ids = faiss_index.search(live.snapshot.index, vector, k)
+        scores, ids = faiss_index.search(live.snapshot.index, vector, k, live.snapshot.vectors)
         return SearchResponse(
             snapshot=live.snapshot.id,
             k=k,

@@ -66,6 +66,8 @@ function qs(params) {
 export const api = {
   stats: () => json("/api/stats"),
   image: (id) => json(`/api/images/${id}`),
+  // Ids have gaps where images were deleted: pick "the n-th image" by position.
+  imageAt: async (offset) => (await json(`/api/images${qs({ offset, limit: 1 })}`)).images[0] || null,
   similar: (id, k, signal) => json(`/api/images/${id}/similar${qs({ k })}`, { signal }),
   search: (file, k, signal) => json(`/api/search${qs({ k })}`, { method: "POST", body: form(file), signal }),
   maps: () => json("/api/maps"),

@@ -145,18 +145,19 @@ function renderEnds() {
 async function randomEnd(which) {
   const stats = await app.statsReady;
   if (!stats || !stats.count) return;
-  let id = Math.floor(Math.random() * stats.count);
   const other = ends[which === "from" ? "to" : "from"];
-  if (other && other.id === id) id = (id + 1) % stats.count;
-  ends[which] = { id, ref: null };
+  let ref = null;
+  for (let attempt = 0; attempt < 3 && (!ref || (other && other.id === ref.id)); attempt++) {
+    try {
+      ref = await api.imageAt(Math.floor(Math.random() * stats.count));
+    } catch {
+      ref = null;
+    }
+  }
+  if (!ref) return;
+  ends[which] = { id: ref.id, ref };
   writeEnds();
   renderEnds();
-  try {
-    ends[which].ref = await api.image(id);
-    renderEnds();
-  } catch {
-    /* shown as "Image N" */
-  }
   if (ends.from && ends.to) go();
 }
 

@@ -222,7 +222,7 @@ async function showSamples() {
   samplesShown = true;
   const n = Math.min(12, stats.count);
   const picks = [...new Set(Array.from({ length: n }, (_, i) => Math.floor(((i + 0.5) * stats.count) / n)))];
-  const refs = await Promise.all(picks.map((id) => api.image(id).catch(() => null)));
+  const refs = await Promise.all(picks.map((at) => api.imageAt(at).catch(() => null)));
   $("#samples").replaceChildren(
     ...refs.filter(Boolean).map((r) => imageCard(r, { onOpen: (img) => searchId(img.id), onDetails: (img) => app.openPanel(img.id) })),
   );

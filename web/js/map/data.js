@@ -1,6 +1,6 @@
 // Reading the map endpoints into flat typed arrays indexed by image id.
 //
-// Internally a map is {name, n, x: Float32Array, y: Float32Array,
+// Internally a map is {name, n (ids: max id + 1), count (images), x: Float32Array, y: Float32Array,
 // cluster: Int32Array, clusters: [{id, label, x, y, size}], cell}, and the
 // atlas is {cell, sheets: [{url, width, height}], sheetOf: Int32Array, uv: Float32Array}.
 
@@ -32,13 +32,17 @@ export async function loadLayout(name, signal) {
   if (String.fromCharCode(...bytes.subarray(0, 6)) !== MAGIC) throw new Error(`the ${name} map is not in a format this page reads`);
   const size = new DataView(buf).getUint32(8, true);
   const header = JSON.parse(new TextDecoder().decode(bytes.subarray(12, 12 + size)));
-  const n = header.count;
+  const count = header.count;
   const col = {};
-  for (const c of header.columns) col[c.name] = new ARRAYS[c.dtype](buf, c.offset, n);
+  for (const c of header.columns) col[c.name] = new ARRAYS[c.dtype](buf, c.offset, count);
+  // Arrays are indexed by catalog id. Ids are stable across snapshots, so a
+  // collection that lost images has gaps: those ids keep NaN and are not drawn.
+  let n = count;
+  if (col.id) for (let k = 0; k < count; k++) n = Math.max(n, col.id[k] + 1);
   const x = new Float32Array(n).fill(NaN);
   const y = new Float32Array(n).fill(NaN);
   const cluster = new Int32Array(n).fill(-1);
-  for (let k = 0; k < n; k++) {
+  for (let k = 0; k < count; k++) {
     const id = col.id ? col.id[k] : k;
     if (id < 0 || id >= n) continue;
     x[id] = col.x[k];
@@ -49,7 +53,7 @@ export async function loadLayout(name, signal) {
     const at = (c.centers && c.centers[name]) || [NaN, NaN];
     return { id: c.id, label: c.label, x: at[0], y: at[1], size: c.size, representative: c.representative };
   });
-  return { name, n, x, y, cluster, clusters, quality: header.quality, cell: header.grid ? header.grid.cell : null };
+  return { name, n, count, x, y, cluster, clusters, quality: header.quality, cell: header.grid ? header.grid.cell : null };
 }
 
 /** Where the last upload falls on `layout`, from the search response, or null. */

@@ -212,7 +212,7 @@ export function createMapView() {
   function spriteSize(data) {
     // The grid layout says its cell; the others get the cell of a grid as dense.
     if (data.cell) return data.cell * 0.94;
-    return 0.94 / Math.ceil(Math.sqrt(Math.max(1, data.n)));
+    return 0.94 / Math.ceil(Math.sqrt(Math.max(1, data.count)));
   }
 
   function useLayout(data, animate) {
@@ -251,7 +251,7 @@ export function createMapView() {
     }
     const q = data.quality;
     const trust = q && Number.isFinite(q.trustworthiness) ? ` · trustworthiness ${q.trustworthiness.toFixed(2)}` : "";
-    status.textContent = `${layoutTitle(data.name)} · ${n.toLocaleString()} images${trust}${renderer.kind === "canvas2d" ? " · Canvas2D" : ""}`;
+    status.textContent = `${layoutTitle(data.name)} · ${data.count.toLocaleString()} images${trust}${renderer.kind === "canvas2d" ? " · Canvas2D" : ""}`;
     request();
   }
 

@@ -1,0 +1,330 @@
+"""The finishing steps of a build: ids, index, neighbours, graph, maps, atlases,
+snapshot, publish.
+
+Whatever embedded the images (the local engine, Ray), these steps turn the
+embeddings into a published snapshot. Where the previous snapshot indexes the
+same folder with the same model, they carry it over (indexer.update): images keep
+their ids, unchanged images keep their neighbours and their places on the maps,
+and only atlas sheets and thumbnails that changed are made again, so a small
+change to a large collection costs little.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import graph as path_graph
+from . import index as faiss_index
+from . import maps as collection_maps
+from .atlas import KeepSheet, build_atlases
+from .cache import CachedItem
+from .layout import LayoutParams, knn_needed
+from .scan import FileEntry
+from .snapshot import (
+    CatalogRow,
+    Snapshot,
+    SnapshotError,
+    current_id,
+    graph_to_bytes,
+    open_snapshot,
+    publish,
+    write_snapshot,
+)
+from .update import DRIFT_LIMIT, assign_ids, carried_rows, carry_maps, update_knn
+
+# Neighbours per image in the build's one k-NN pass (shared by layouts and the graph).
+KNN_K = 30
+
+
+@dataclass(frozen=True)
+class FinishOptions:
+    layouts: tuple[str, ...]
+    layout_params: LayoutParams
+    graph_k: int
+    path_power: float
+    relayout: bool = False  # recompute the maps in full even where they could be carried
+    refit_on_drift: bool = True  # False: always place (the service has no t-SNE/UMAP)
+    threads: int = 0
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: str
+    fingerprint: str
+    input_size: int
+    dim: int
+    onnx_path: Path
+
+
+@dataclass
+class Finished:
+    snapshot_dir: Path
+    count: int
+    placed: int  # images placed on carried maps (0 when the maps were computed in full)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def previous_snapshot(data_dir: Path, folder: Path, log: Callable[[str], None]) -> Snapshot | None:
+    """The live snapshot, if it indexes `folder` and opens cleanly."""
+    if current_id(data_dir) is None:
+        return None
+    try:
+        prev = open_snapshot(data_dir)
+    except (SnapshotError, OSError) as exc:
+        log(f"previous snapshot unusable ({exc}): ids and maps start afresh")
+        return None
+    if prev.manifest.get("collection", {}).get("root") != str(folder.resolve()):
+        log("previous snapshot indexes another folder: ids and maps start afresh")
+        return None
+    return prev
+
+
+def _knn_bytes(sims: np.ndarray, ids: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, sims=sims.astype(np.float32), ids=ids.astype(np.int64))
+    return buf.getvalue()
+
+
+def _read_knn(prev: Snapshot, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The previous snapshot's k-NN lists (rows of that snapshot), if it has k of them."""
+    path = prev.path / "knn.npz"
+    if not path.exists():
+        return None
+    with np.load(path) as knn:
+        sims, ids = knn["sims"], knn["ids"]
+    if ids.shape != (prev.count, k):
+        return None
+    return sims, ids
+
+
+def _atlas_keeper(prev: Snapshot | None, changed: np.ndarray) -> KeepSheet | None:
+    """Hands back the previous snapshot's sheets whose id ranges hold no change."""
+    if prev is None or not prev.atlas:
+        return None
+    before = {
+        sh["file"]: (sh["first"], sh["count"], sh["height"])
+        for size in prev.atlas.get("sizes", [])
+        for sh in size["sheets"]
+    }
+    changed = np.sort(changed)
+
+    def keep(name: str, first: int, count: int, height: int) -> bytes | None:
+        if before.get(name) != (first, count, height):
+            return None
+        at = int(np.searchsorted(changed, first))
+        if at < len(changed) and changed[at] < first + count:
+            return None
+        return (prev.path / name).read_bytes()
+
+    return keep
+
+
+def finish(
+    data_dir: Path,
+    folder: Path,
+    *,
+    kept: list[FileEntry],
+    items: dict[str, CachedItem],
+    model: ModelInfo,
+    options: FinishOptions,
+    build_info: dict[str, Any],
+    log: Callable[[str], None],
+) -> Finished:
+    """Write and publish the snapshot of `kept` (files with embeddings, any order)."""
+    timings: dict[str, float] = {}
+    clock = time.monotonic()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.monotonic()
+        timings[name] = round(now - clock, 3)
+        clock = now
+
+    prev = previous_snapshot(data_dir, folder, log)
+    next_id = 0
+    previous_ids: dict[str, int] = {}
+    if prev is not None:
+        previous_ids = {r.path: r.id for r in prev.rows}
+        next_id = int(prev.manifest.get("next_id", int(prev.ids.max(initial=-1)) + 1))
+    ids, next_id = assign_ids([e.rel_path for e in kept], previous_ids, next_id)
+    order = np.argsort(ids, kind="stable")
+    kept, ids = [kept[i] for i in order], ids[order]
+    rows = [
+        CatalogRow(
+            id=int(image_id),
+            path=e.rel_path,
+            sha256=e.sha256,
+            size=e.size,
+            width=items[e.sha256].width,
+            height=items[e.sha256].height,
+            format=items[e.sha256].format,
+            label=e.label,
+        )
+        for image_id, e in zip(ids, kept, strict=True)
+    ]
+    n, dim = len(rows), model.dim
+    vectors = (
+        np.stack([items[e.sha256].vector for e in kept]).astype(np.float32)
+        if kept
+        else np.zeros((0, dim), np.float32)
+    )
+    same_model = (
+        prev is not None
+        and prev.manifest.get("model", {}).get("fingerprint") == model.fingerprint
+        and prev.vectors.shape[1] == dim
+    )
+    carried = np.full(n, -1, dtype=np.int64)
+    if prev is not None and same_model:
+        carried = carried_rows(
+            ids, [r.sha256 for r in rows], prev.ids, [r.sha256 for r in prev.rows]
+        )
+    lap("catalog")
+
+    index, index_entry = faiss_index.build_with_manifest(
+        vectors,
+        seed=options.layout_params.seed,
+        trained=(prev.index, prev.manifest.get("index", {})) if prev and same_model else None,
+    )
+    k = max(KNN_K, knn_needed(options.layouts, options.layout_params))
+    prev_knn = _read_knn(prev, k) if prev is not None and same_model else None
+    if prev_knn is not None:
+        knn_sims, knn_ids, recomputed = update_knn(index, vectors, carried, *prev_knn)
+    else:
+        knn_sims, knn_ids = faiss_index.knn_self(index, vectors, k)
+        recomputed = n
+    lap("knn")
+
+    graph, graph_info = path_graph.build_graph(
+        vectors,
+        knn_sims,
+        knn_ids,
+        k=options.graph_k,
+        canonical=path_graph.canonical_ids([r.sha256 for r in rows]),
+    )
+    lap("graph")
+    log(
+        f"path graph: {graph_info.edges} edges, {graph_info.components_before} components"
+        f" joined by {graph_info.join_edges} edges in {timings['graph']:.1f}s"
+    )
+
+    labels = [r.label for r in rows]
+    maps = None
+    if prev is not None and same_model and not options.relayout and prev.layouts:
+        maps = carry_maps(
+            prev.maps,
+            prev.layouts,
+            prev.clusters,
+            ids=ids,
+            carried=carried,
+            vectors=vectors,
+            knn_sims=knn_sims,
+            knn_ids=knn_ids,
+            labels=labels,
+            layouts=options.layouts,
+            refit_on_drift=options.refit_on_drift,
+        )
+    if maps is None:
+        maps = collection_maps.compute_maps(
+            vectors,
+            knn_sims,
+            knn_ids,
+            labels=labels,
+            layouts=options.layouts,
+            params=options.layout_params,
+            n_jobs=options.threads or -1,
+            log=log,
+        )
+        maps.info["update"] = {
+            "mode": "full",
+            "placed": 0,
+            "placed_since_full": 0,
+            "full_count": n,
+            "drift_limit": DRIFT_LIMIT,
+            "refit_due": False,
+        }
+        placed = 0
+    else:
+        placed = int(maps.info["update"]["placed"])
+        log(f"maps carried over: {placed} new or changed images placed among their neighbours")
+    for cluster in maps.info["clusters"]:  # rows -> catalog ids, as clients see them
+        rep = int(cluster["representative"])
+        cluster["representative"] = int(ids[rep]) if rep >= 0 else -1
+    lap("maps")
+
+    gone = np.setdiff1d(prev.ids, ids) if prev is not None else np.zeros(0, np.int64)
+    changed = np.concatenate([ids[carried < 0], gone])
+    by_id = {int(i): e.sha256 for i, e in zip(ids, kept, strict=True)}
+    atlas_files, atlas_index = build_atlases(
+        ids.tolist(),
+        lambda image_id: items[by_id[image_id]].thumbnail,
+        keep=_atlas_keeper(prev, changed),
+    )
+    lap("atlas")
+
+    extra_files: dict[str, bytes] = {
+        "graph.npz": graph_to_bytes(graph),
+        "knn.npz": _knn_bytes(knn_sims, knn_ids),
+        **maps.files(),
+        **atlas_files,
+    }
+    manifest = {
+        "model": {
+            "id": model.id,
+            "fingerprint": model.fingerprint,
+            "input_size": model.input_size,
+            "dim": dim,
+        },
+        "dim": dim,
+        "index_type": index_entry["type"],
+        "index": index_entry,
+        "metric": "inner_product",
+        "next_id": next_id,
+        "collection": {"root": str(folder.resolve()), "files_seen": build_info.pop("files_seen")},
+        "layouts": list(maps.layouts),
+        "maps": collection_maps.manifest_entry(maps, atlas_index),
+        "knn": {"file": "knn.npz", "k": k, "recomputed_rows": int(recomputed)},
+        "graph": {
+            "file": "graph.npz",
+            "k": graph_info.k,
+            "power": options.path_power,
+            "nodes": graph_info.nodes,
+            "edges": graph_info.edges,
+            "components_before": graph_info.components_before,
+            "components_joined_by": graph_info.join_edges,
+            "seconds": timings["graph"],
+        },
+        "update": {
+            "previous": prev.id if prev is not None else None,
+            "kept": int((carried >= 0).sum()),
+            "new_or_changed": int((carried < 0).sum()),
+            "removed": int(len(gone)),
+        },
+        "build": {
+            **build_info,
+            "maps_seconds": timings["maps"],
+            "atlas_seconds": timings["atlas"],
+            "knn_seconds": timings["knn"],
+        },
+    }
+    snap_dir = write_snapshot(
+        data_dir,
+        rows=rows,
+        vectors=vectors,
+        index_bytes=faiss_index.to_bytes(index),
+        model_path=model.onnx_path,
+        thumbnails=[items[e.sha256].thumbnail for e in kept],
+        manifest=manifest,
+        extra_files=extra_files,
+        link_thumbs_from=prev.path / "thumbs" if prev is not None else None,
+        unchanged_thumbs={int(i) for i in ids[carried >= 0]},
+    )
+    lap("write")
+    publish(data_dir, snap_dir)
+    return Finished(snap_dir, n, placed, timings)
