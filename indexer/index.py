@@ -269,7 +269,9 @@ def _refill(
     with `vectors`, if it still meets the recall target on fresh held-out rows:
     an update then skips the k-means and the nprobe search. None if it does not."""
     started = time.monotonic()
-    index = faiss.clone_index(trained)
+    # A copy through bytes, not clone_index: a memory-mapped index's lists are
+    # views FAISS may not resize.
+    index = faiss.deserialize_index(faiss.serialize_index(trained))
     index.reset()
     for start in range(0, len(vectors), _ADD_CHUNK):
         index.add(_as_f32(vectors[start : start + _ADD_CHUNK]))

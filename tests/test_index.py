@@ -185,11 +185,15 @@ def test_same_seed_same_index(vectors: np.ndarray) -> None:
 
 
 def test_an_update_refills_the_trained_index(
-    vectors: np.ndarray, ivf: tuple[faiss.Index, dict[str, Any]]
+    vectors: np.ndarray, ivf: tuple[faiss.Index, dict[str, Any]], tmp_path: Path
 ) -> None:
+    faiss.write_index(ivf[0], str(tmp_path / "index.faiss"))
+    mapped = faiss.read_index(str(tmp_path / "index.faiss"), fi.READ_FLAGS)  # as the snapshot
     grown = np.concatenate([vectors, vectors[:500] * 0.9 + vectors[500:1000] * 0.1])
     grown /= np.linalg.norm(grown, axis=1, keepdims=True)
-    index, entry = fi.build_with_manifest(grown, seed=0, exact_limit=LIMIT, trained=ivf)
+    index, entry = fi.build_with_manifest(
+        grown, seed=0, exact_limit=LIMIT, trained=(mapped, ivf[1])
+    )
     assert entry["training"] == "reused from the previous snapshot"
     assert entry["type"] == ivf[1]["type"] and entry["nprobe"] == ivf[1]["nprobe"]
     assert index.ntotal == len(grown) and entry["recall_at_10"] >= fi.RECALL_TARGET
