@@ -59,7 +59,7 @@ def _fsync_file(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -156,7 +156,7 @@ def write_snapshot(
             except OSError:
                 pass  # another file system, or the file is gone: write it instead
         _write_bytes(thumbs_dir / name, data)
-    _fsync_dir(thumbs_dir)
+    fsync_dir(thumbs_dir)
 
     extra = dict(extra_files or {})
     for rel, data in sorted(extra.items()):
@@ -166,7 +166,7 @@ def write_snapshot(
         target.parent.mkdir(parents=True, exist_ok=True)
         _write_bytes(target, data)
     for folder in {(tmp / rel).parent for rel in extra}:
-        _fsync_dir(folder)
+        fsync_dir(folder)
 
     files = {name: _sha256(tmp / name) for name in (*CORE_FILES, *sorted(extra))}
     content = hashlib.sha256(json.dumps(files, sort_keys=True).encode())
@@ -183,14 +183,14 @@ def write_snapshot(
         "thumbnails": {"count": len(thumbnails), "sha256": thumbs_digest(thumbnails)},
     }
     _write_bytes(tmp / "manifest.json", json.dumps(full, indent=2, sort_keys=True).encode())
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
 
     final = snapshots / snapshot_id
     if final.exists():  # same second, same content: keep the one already there
         shutil.rmtree(tmp)
         return final
     os.rename(tmp, final)
-    _fsync_dir(snapshots)
+    fsync_dir(snapshots)
     return final
 
 
@@ -199,7 +199,7 @@ def publish(data_dir: Path, snapshot_dir: Path) -> None:
     tmp = data_dir / ".CURRENT.tmp"
     _write_bytes(tmp, (snapshot_dir.name + "\n").encode())
     os.replace(tmp, data_dir / "CURRENT")
-    _fsync_dir(data_dir)
+    fsync_dir(data_dir)
 
 
 def current_id(data_dir: Path) -> str | None:

@@ -31,7 +31,7 @@ from indexer.build import build
 from indexer.decode import DecodeError, decode_image
 from indexer.graph import DEFAULT_K, DEFAULT_POWER
 from indexer.layout import LayoutParams
-from indexer.snapshot import Snapshot
+from indexer.snapshot import Snapshot, fsync_dir
 
 from ..deps import HolderDep, LiveDep, PoolDep, SettingsDep, image_row, require_admin
 from ..schemas import ErrorBody, ImageRef, ReloadResponse
@@ -85,14 +85,6 @@ def _lock(request: Request) -> asyncio.Lock:
 LockDep = Annotated[asyncio.Lock, Depends(_lock)]
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _store(folder: Path, name: str, data: bytes) -> None:
     """Write `data` as folder/name durably: hidden temp file, fsync, rename."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -102,7 +94,7 @@ def _store(folder: Path, name: str, data: bytes) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, folder / name)
-    _fsync_dir(folder)
+    fsync_dir(folder)
 
 
 def _move(source: Path, target: Path) -> None:
@@ -118,8 +110,8 @@ def _move(source: Path, target: Path) -> None:
         with open(target, "rb") as fh:
             os.fsync(fh.fileno())
         source.unlink()
-    _fsync_dir(target.parent)
-    _fsync_dir(source.parent)
+    fsync_dir(target.parent)
+    fsync_dir(source.parent)
 
 
 async def _run(work: Callable[[], Snapshot]) -> Snapshot:
