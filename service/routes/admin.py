@@ -204,16 +204,18 @@ async def add_images(
             raise HTTPException(status_code=status, detail=detail) from exc
         digest = hashlib.sha256(data).hexdigest()
         named.append((f"{digest[:20]}{_EXTENSIONS[decoded.format]}", data))
-    root = live.snapshot.collection_root
-    folder = root / label
-
-    def work() -> Snapshot:
-        for name, data in named:
-            if not (folder / name).exists():  # same content, same name: stored once
-                _store(folder, name, data)
-        return _reindex(live.snapshot, settings, holder)
-
     async with lock:
+        # The snapshot live now, not the one this request started with: a
+        # concurrent admin call may have replaced it (and pruning removed it).
+        current = holder.live or live
+        folder = current.snapshot.collection_root / label
+
+        def work() -> Snapshot:
+            for name, data in named:
+                if not (folder / name).exists():  # same content, same name: stored once
+                    _store(folder, name, data)
+            return _reindex(current.snapshot, settings, holder)
+
         snapshot = await _run(work)
     rows = {r.path: r for r in snapshot.rows}
     added = [rows.get(f"{label}/{name}") for name, _ in named]
