@@ -23,6 +23,15 @@ Figures (one JSON line each; `n` is the number of points, `data` real/synthetic)
 
   python bench/layouts.py --data /tmp/pix1k/data --sizes 1000,10000
   python bench/layouts.py --sizes 100000 --sklearn-max 0
+
+With `--sample S` it measures instead what build() does above its layout sample
+(LayoutParams.sample): the whole map stage (compute_maps: PCA, t-SNE, UMAP, grid,
+quality, clusters) fitted on S images with the rest placed, next to the same
+stage fitted on every image (up to `--full-max` points), and their quality:
+  sampled_maps_seconds, full_maps_seconds, speedup, and per layout
+  <layout>_trustworthiness / <layout>_knn_preservation with fit=sampled|full.
+
+  python bench/layouts.py --sizes 50000 --sample 10000 --sklearn-max 0
 """
 
 from __future__ import annotations
@@ -134,6 +143,34 @@ def run_size(n: int, vectors: np.ndarray, kind: str, args: argparse.Namespace) -
         quality("sklearn_tsne", sk_pos, ids)
 
 
+def run_sampled(n: int, vectors: np.ndarray, kind: str, args: argparse.Namespace) -> None:
+    from indexer import index as faiss_index
+    from indexer import layout
+    from indexer.maps import compute_maps
+
+    ctx = {"n": n, "data": kind, "sample": args.sample, "runs": 1}
+    index = faiss_index.build_index(vectors)
+    k = layout.knn_needed(layout.LAYOUTS, layout.LayoutParams())
+    sims, ids = faiss_index.knn_self(index, vectors, k)
+    labels: list[str | None] = [None] * n
+    seconds = {}
+    for fit, size in (("sampled", args.sample), ("full", n)):
+        if fit == "full" and n > args.full_max:
+            continue
+        note(f"n={n}: maps fitted on {min(size, n)} images ...")
+        params = layout.LayoutParams(seed=args.seed, sample=max(size, 100))
+        t = time.perf_counter()
+        maps = compute_maps(vectors, sims, ids, labels=labels, params=params)
+        seconds[fit] = time.perf_counter() - t
+        emit(BENCH, f"{fit}_maps_seconds", round(seconds[fit], 2), "s", **ctx)
+        for name, entry in maps.info["layouts"].items():
+            q = entry["quality"]
+            emit(BENCH, f"{name}_trustworthiness", q["trustworthiness"], "ratio", fit=fit, **ctx)
+            emit(BENCH, f"{name}_knn_preservation", q["knn_preservation"], "ratio", fit=fit, **ctx)
+    if len(seconds) == 2:
+        emit(BENCH, "speedup", round(seconds["full"] / seconds["sampled"], 2), "x", **ctx)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="1000,10000,100000")
@@ -141,13 +178,15 @@ def main() -> None:
     ap.add_argument("--sklearn-max", type=int, default=10_000)
     ap.add_argument("--pca-knn", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sample", type=int, default=0, help="measure fitting on a sample this big")
+    ap.add_argument("--full-max", type=int, default=100_000, help="with --sample: full fit up to")
     args = ap.parse_args()
     for n in [int(s) for s in args.sizes.split(",") if s]:
         if n <= 1000 and args.data:
             vectors, kind = real_vectors(args.data, n), "real"
         else:
             vectors, kind = clustered(n, 1280, seed=args.seed), "synthetic"
-        run_size(n, vectors, kind, args)
+        (run_sampled if args.sample else run_size)(n, vectors, kind, args)
 
 
 if __name__ == "__main__":

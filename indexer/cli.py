@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .decode import DEFAULT_MAX_PIXELS
+from .layout import FIT_SAMPLE
 from .models import DEFAULT_MODEL, MODELS
 
 
@@ -49,6 +50,13 @@ def add_index_parser(subparsers: argparse._SubParsersAction) -> None:  # type: i
     p.add_argument("--n-neighbors", type=int, default=15, help="UMAP n_neighbors (15)")
     p.add_argument("--min-dist", type=float, default=0.1, help="UMAP min_dist (0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the layouts and clusters (0)")
+    p.add_argument(
+        "--layout-sample",
+        type=int,
+        default=FIT_SAMPLE,
+        metavar="N",
+        help=f"fit t-SNE/UMAP on at most N images, place the rest ({FIT_SAMPLE})",
+    )
     p.add_argument(
         "--relayout",
         action="store_true",
@@ -94,6 +102,7 @@ def run_index(args: argparse.Namespace) -> int:
                 n_neighbors=args.n_neighbors,
                 min_dist=args.min_dist,
                 seed=args.seed,
+                sample=args.layout_sample,
             ),
             relayout=args.relayout,
             **graph_options,  # type: ignore[arg-type]

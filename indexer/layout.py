@@ -29,11 +29,16 @@ import numpy as np
 
 LAYOUTS = ("tsne", "umap", "grid")
 PCA_DIM = 50
+PCA_CHUNK = 65_536
 # Below this many points t-SNE and UMAP are not meaningful (nor stable): the map
 # falls back to the first two principal components.
 MIN_POINTS = 8
 GRID_BLOCK = 1024  # cells per exact assignment; see grid_cells
 GRID_SLACK = 0.1  # spare grid cells, for images added later; see grid_cells
+# Layouts are fitted on at most this many images; the rest are placed (maps.py).
+# openTSNE and UMAP take ~6 and ~3 minutes at 100k on 2 cores and grow linearly,
+# so a million images would hold a build for over an hour and many GB.
+FIT_SAMPLE = 100_000
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,7 @@ class LayoutParams:
     n_neighbors: int = 15
     min_dist: float = 0.1
     seed: int = 0
+    sample: int = FIT_SAMPLE  # fit t-SNE/UMAP/PCA on at most this many images
 
     def __post_init__(self) -> None:
         if not 2 <= self.perplexity <= 100:
@@ -50,6 +56,8 @@ class LayoutParams:
             raise ValueError(f"n_neighbors must be between 2 and 200, got {self.n_neighbors}")
         if not 0 <= self.min_dist <= 1:
             raise ValueError(f"min_dist must be between 0 and 1, got {self.min_dist}")
+        if self.sample < 100:
+            raise ValueError(f"sample must be at least 100 images, got {self.sample}")
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"seed must be between 0 and 2**32 - 1, got {self.seed}")
 
@@ -82,12 +90,28 @@ def sims_to_distances(sims: np.ndarray) -> np.ndarray:
     return np.sqrt(np.clip(2.0 - 2.0 * sims, 0.0, None)).astype(np.float32)
 
 
-def pca(vectors: np.ndarray, dim: int = PCA_DIM, seed: int = 0) -> np.ndarray:
+def pca(
+    vectors: np.ndarray, dim: int = PCA_DIM, seed: int = 0, fit_rows: np.ndarray | None = None
+) -> np.ndarray:
+    """Every row projected on the top `dim` components of `fit_rows` (default all);
+    projected in chunks, so a memory-mapped million never sits in memory twice."""
     from sklearn.decomposition import PCA
 
-    x = np.asarray(vectors, dtype=np.float32)
-    dim = min(dim, x.shape[0], x.shape[1])
-    return PCA(dim, svd_solver="randomized", random_state=seed).fit_transform(x).astype(np.float32)
+    fit = np.asarray(vectors[fit_rows] if fit_rows is not None else vectors, dtype=np.float32)
+    dim = min(dim, fit.shape[0], fit.shape[1])
+    model = PCA(dim, svd_solver="randomized", random_state=seed).fit(fit)
+    out = np.empty((len(vectors), dim), np.float32)
+    for start in range(0, len(vectors), PCA_CHUNK):
+        chunk = np.asarray(vectors[start : start + PCA_CHUNK], dtype=np.float32)
+        out[start : start + PCA_CHUNK] = model.transform(chunk)
+    return out
+
+
+def fit_sample(n: int, size: int, seed: int = 0) -> np.ndarray | None:
+    """The sorted rows a layout is fitted on when n exceeds `size` (seeded); else None."""
+    if n <= size:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
 
 
 def normalise(points: np.ndarray) -> np.ndarray:
@@ -277,12 +301,28 @@ def place(scores: np.ndarray, ids: np.ndarray, layout: np.ndarray) -> tuple[floa
     as their starting point; unlike them it needs no fitted model in the service
     (no numba JIT, no pickled optimiser state) and it works for the grid as well.
     """
-    keep = ids >= 0
-    s, i = np.asarray(scores, np.float64)[keep][:PLACE_K], ids[keep][:PLACE_K]
-    if len(i) == 0:
-        return None
-    pos = layout[i].astype(np.float64)
-    near = np.linalg.norm(pos - pos[0], axis=1) <= PLACE_RADIUS
-    w = np.exp((s[near] - s[0]) / PLACE_TEMPERATURE)
-    x, y = (pos[near] * w[:, None]).sum(axis=0) / w.sum()
-    return float(x), float(y)
+    xy = place_many(np.asarray(scores)[None, :], np.asarray(ids)[None, :], layout)[0]
+    return None if np.isnan(xy[0]) else (float(xy[0]), float(xy[1]))
+
+
+def place_many(scores: np.ndarray, ids: np.ndarray, layout: np.ndarray) -> np.ndarray:
+    """place() for many queries at once: (M, K) scores and ids (-1 = none, best
+    first among the valid ones) -> (M, 2) positions, NaN where a row has no neighbour."""
+    scores = np.asarray(scores, np.float64)
+    ids = np.asarray(ids, np.int64)
+    out = np.full((len(ids), 2), np.nan)
+    if ids.size == 0:
+        return out
+    # The valid neighbours of each row first, in their order; then the first PLACE_K.
+    order = np.argsort(ids < 0, axis=1, kind="stable")[:, :PLACE_K]
+    ids = np.take_along_axis(ids, order, axis=1)
+    scores = np.take_along_axis(scores, order, axis=1)
+    valid = ids >= 0
+    pos = np.asarray(layout, np.float64)[np.maximum(ids, 0)]  # (M, K, 2)
+    near = valid & (np.linalg.norm(pos - pos[:, :1], axis=2) <= PLACE_RADIUS)
+    gap = np.where(near, scores - scores[:, :1], -np.inf)
+    w = np.exp(gap / PLACE_TEMPERATURE)
+    total = w.sum(axis=1)
+    found = valid[:, 0]
+    out[found] = (pos[found] * w[found, :, None]).sum(axis=1) / total[found, None]
+    return out

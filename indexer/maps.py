@@ -18,13 +18,17 @@ from typing import Any
 
 import numpy as np
 
+from . import index as faiss_index
 from .layout import (
     GRID_BLOCK,
     LAYOUTS,
+    PLACE_K,
     LayoutParams,
+    fit_sample,
     grid_cells,
     grid_positions,
     pca,
+    place_many,
     tsne,
     umap,
 )
@@ -32,6 +36,7 @@ from .layout import (
 QUALITY_K = 10
 TRUST_SAMPLE = 1000
 PARALLEL_MIN = 5000
+_PLACE_CHUNK = 16_384  # images placed per FAISS search when layouts fit a sample
 
 
 def trustworthiness(
@@ -145,6 +150,57 @@ class Maps:
         return out
 
 
+@dataclass(frozen=True)
+class _FitSet:
+    """What t-SNE and UMAP are fitted on: every image, or a sample of them with
+    its own k-NN; spread() turns the fitted positions into positions for all."""
+
+    reduced: np.ndarray
+    knn_sims: np.ndarray
+    knn_ids: np.ndarray
+    rows: np.ndarray | None = None  # the sample's rows; None = all
+    place_sims: np.ndarray | None = None  # (N - S, PLACE_K): the others' nearest
+    place_ids: np.ndarray | None = None  # sample images, as sample positions
+
+    @classmethod
+    def whole(cls, reduced: np.ndarray, knn_sims: np.ndarray, knn_ids: np.ndarray) -> _FitSet:
+        return cls(reduced, knn_sims, knn_ids)
+
+    @classmethod
+    def sampled(
+        cls, vectors: np.ndarray, reduced: np.ndarray, rows: np.ndarray, k: int, seed: int
+    ) -> _FitSet:
+        """The sample's own k-NN and, for every other image, its nearest sample images:
+        one index over the sample answers both."""
+        sub = np.ascontiguousarray(vectors[rows], dtype=np.float32)
+        index = faiss_index.build_index(sub, seed=seed)
+        sims, ids = faiss_index.knn_self(index, sub, k)
+        others = np.setdiff1d(np.arange(len(vectors)), rows, assume_unique=True)
+        place_sims = np.empty((len(others), PLACE_K), np.float32)
+        place_ids = np.empty((len(others), PLACE_K), np.int64)
+        for start in range(0, len(others), _PLACE_CHUNK):
+            chunk = others[start : start + _PLACE_CHUNK]
+            q = np.asarray(vectors[chunk], dtype=np.float32)
+            s, i = faiss_index.search(index, q, PLACE_K, sub)
+            place_sims[start : start + len(chunk)] = s
+            place_ids[start : start + len(chunk)] = i
+        return cls(reduced[rows], sims, ids, rows, place_sims, place_ids)
+
+    def spread(self, fitted: np.ndarray) -> np.ndarray:
+        """Positions for every image: the sample's as fitted, the others placed."""
+        if self.rows is None:
+            return fitted
+        assert self.place_sims is not None and self.place_ids is not None
+        n = len(self.rows) + len(self.place_ids)
+        out = np.empty((n, 2), np.float32)
+        out[self.rows] = fitted
+        placed = place_many(self.place_sims, self.place_ids, fitted)
+        out[np.setdiff1d(np.arange(n), self.rows, assume_unique=True)] = np.where(
+            np.isnan(placed), 0.5, placed
+        )
+        return out
+
+
 def compute_maps(
     vectors: np.ndarray,
     knn_sims: np.ndarray,
@@ -182,7 +238,10 @@ def _compute_maps(
     n = len(vectors)
     say = log or (lambda _msg: None)
     t0 = time.perf_counter()
-    reduced = pca(vectors, seed=params.seed) if n >= 2 else np.zeros((n, 2), np.float32)
+    sample = fit_sample(n, params.sample, params.seed)
+    reduced = (
+        pca(vectors, seed=params.seed, fit_rows=sample) if n >= 2 else np.zeros((n, 2), np.float32)
+    )
     info: dict[str, Any] = {
         "version": 1,
         "seed": params.seed,
@@ -190,14 +249,28 @@ def _compute_maps(
         "layouts": {},
     }
     positions: dict[str, np.ndarray] = {}
+    fit = _FitSet.whole(reduced, knn_sims, knn_ids)
+    if sample is not None:
+        t = time.perf_counter()
+        fit = _FitSet.sampled(vectors, reduced, sample, knn_ids.shape[1], params.seed)
+        info["fit"] = {
+            "sample": int(len(sample)),
+            "placed": int(n - len(sample)),
+            "limit": params.sample,
+            "seed": params.seed,
+            "method": f"t-SNE, UMAP and PCA fitted on a seeded random sample; every other"
+            f" image placed among its {PLACE_K} nearest sample images (layout.place)",
+            "seconds": round(time.perf_counter() - t, 3),
+        }
+        say(f"layouts fit on a sample of {len(sample)} of {n} images; the rest are placed")
 
     def run(name: str) -> np.ndarray:
         t = time.perf_counter()
         if name == "tsne":
             pos, used = tsne(
-                reduced,
-                knn_sims,
-                knn_ids,
+                fit.reduced,
+                fit.knn_sims,
+                fit.knn_ids,
                 perplexity=params.perplexity,
                 seed=params.seed,
                 n_jobs=n_jobs,
@@ -205,14 +278,15 @@ def _compute_maps(
             used = {"perplexity": params.perplexity, **used}
         else:
             pos, used = umap(
-                reduced,
-                knn_sims,
-                knn_ids,
+                fit.reduced,
+                fit.knn_sims,
+                fit.knn_ids,
                 n_neighbors=params.n_neighbors,
                 min_dist=params.min_dist,
                 seed=params.seed,
             )
             used = {"min_dist": params.min_dist, **used}
+        pos = fit.spread(pos)
         info["layouts"][name] = {
             "params": {"seed": params.seed, **used},
             "seconds": round(time.perf_counter() - t, 3),
@@ -296,6 +370,9 @@ def manifest_entry(maps: Maps, atlas_index: dict[str, Any] | None) -> dict[str, 
         for name, info in maps.info["layouts"].items()
     }
     entry["seed"] = maps.info["seed"]
+    entry["fit"] = maps.info.get(
+        "fit", {"sample": len(maps.clusters), "placed": 0, "method": "fitted on every image"}
+    )
     entry["clustering"] = maps.info["clustering"]
     entry["files"] = sorted(
         [*(f"layouts/{n}.npy" for n in maps.layouts), "clusters.npy", "maps.json"]

@@ -74,6 +74,7 @@ def test_quality_figures_are_recorded_and_above_floor(built: Built) -> None:
     assert maps["umap"]["params"]["n_neighbors"] == 15
     assert maps["umap"]["params"]["min_dist"] == 0.1
     assert maps["grid"]["params"]["source"] == "tsne"
+    assert maps["fit"]["sample"] == built.snapshot.count and maps["fit"]["placed"] == 0
     assert maps["atlas"]["format"] == "webp" and maps["atlas"]["cells"] == [32, 128]
     # The figure is what it claims to be: recomputed from the stored arrays.
     snap = built.snapshot
@@ -222,6 +223,8 @@ def test_parameters_are_validated() -> None:
         layout.LayoutParams(perplexity=0.5)
     with pytest.raises(ValueError, match="min_dist"):
         layout.LayoutParams(min_dist=2)
+    with pytest.raises(ValueError, match="sample"):
+        layout.LayoutParams(sample=10)
     assert layout.knn_needed(("umap",), layout.LayoutParams(n_neighbors=50)) == 49
     assert layout.knn_needed(("tsne",), layout.LayoutParams()) == 90
 
@@ -251,3 +254,70 @@ def test_atlas_sheets_follow_the_rule() -> None:
     assert np.abs(np.asarray(cell, float).mean(axis=(0, 1)) - [207, 48, 128]).max() < 12
     last = index["sizes"][0]["sheets"][-1]
     assert last["count"] == 7 and last["height"] == 16  # the last sheet is only as tall as used
+
+
+def test_layouts_fit_on_a_sample_and_place_the_rest(built: Built) -> None:
+    vectors = np.asarray(built.snapshot.vectors)
+    n = len(vectors)
+    index = faiss_index.build_index(vectors)
+    sims, ids = faiss_index.knn_self(index, vectors, 90)
+    labels: list[str | None] = [None] * n
+    params = layout.LayoutParams(sample=100)
+    maps = compute_maps(vectors, sims, ids, labels=labels, params=params)
+    fit = maps.info["fit"]
+    assert fit["sample"] == 100 and fit["placed"] == n - 100 and fit["limit"] == 100
+    sample = layout.fit_sample(n, 100, seed=0)
+    assert sample is not None and len(np.unique(sample)) == 100
+    rest = np.setdiff1d(np.arange(n), sample)
+    for name, pos in maps.layouts.items():
+        assert pos.shape == (n, 2) and np.isfinite(pos).all(), name
+        assert pos.min() >= 0.0 and pos.max() <= 1.0, name
+        quality = maps.info["layouts"][name]["quality"]
+        assert quality["trustworthiness"] >= TRUST_FLOOR[name] - 0.05, (name, quality)
+    cells = layout.position_cells(
+        maps.layouts["grid"],
+        **{k: maps.info["layouts"]["grid"]["grid"][k] for k in ("cols", "rows")},
+    )
+    assert len({(int(c), int(r)) for c, r in cells}) == n
+    # A placed image sits with its nearest sample image (place(): weighted towards it).
+    sub = vectors[sample]
+    nearest = sample[np.argmax(vectors[rest] @ sub.T, axis=1)]
+    for name in ("tsne", "umap"):
+        pos = maps.layouts[name]
+        gap = np.linalg.norm(pos[rest] - pos[nearest], axis=1)
+        assert np.median(gap) <= layout.PLACE_RADIUS / 2, name
+    # Seeded: the same sample and the same map again; the whole set when it fits.
+    again = compute_maps(vectors, sims, ids, labels=labels, params=params)
+    assert np.array_equal(again.layouts["tsne"], maps.layouts["tsne"])
+    whole = compute_maps(vectors, sims, ids, labels=labels, layouts=("umap",))
+    assert "fit" not in whole.info and layout.fit_sample(n, n) is None
+
+
+def _place_reference(scores: np.ndarray, ids: np.ndarray, positions: np.ndarray):
+    """place() as first written, one query at a time: what place_many must match."""
+    keep = ids >= 0
+    s, i = np.asarray(scores, np.float64)[keep][: layout.PLACE_K], ids[keep][: layout.PLACE_K]
+    if len(i) == 0:
+        return None
+    pos = positions[i].astype(np.float64)
+    near = np.linalg.norm(pos - pos[0], axis=1) <= layout.PLACE_RADIUS
+    w = np.exp((s[near] - s[0]) / layout.PLACE_TEMPERATURE)
+    return (pos[near] * w[:, None]).sum(axis=0) / w.sum()
+
+
+def test_batched_placement_matches_one_at_a_time() -> None:
+    rng = np.random.default_rng(3)
+    positions = rng.random((50, 2)).astype(np.float32)
+    ids = rng.integers(-1, 50, (40, 14))  # -1 anywhere, not only at the end
+    ids[5] = -1
+    scores = np.sort(rng.random((40, 14)), axis=1)[:, ::-1]
+    many = layout.place_many(scores, ids, positions)
+    for row in range(40):
+        want = _place_reference(scores[row], ids[row], positions)
+        if want is None:
+            assert np.isnan(many[row]).all()
+            assert layout.place(scores[row], ids[row], positions) is None
+        else:
+            assert many[row] == pytest.approx(want)
+            assert layout.place(scores[row], ids[row], positions) == pytest.approx(tuple(want))
+    assert np.isnan(many[5]).all()
