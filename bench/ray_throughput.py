@@ -1,6 +1,12 @@
 """Embedding throughput: the Ray engine against the local engine, same machine.
 
 Run: python bench/ray_throughput.py [--photos PATH] [--limit N] [--runs 3] [--batch-size 32]
+                                    [--variants V]
+
+--variants V indexes V distinct versions of every photo (the photo itself, then
+mirrored, upside down, flipped, and centre crops, each saved as a new JPEG): a
+collection V times larger with the same decode and model cost per image, for the
+collections the Ray engine is for (its start-up is paid once per build).
 
 Needs the ray extra (pip install -e ".[indexer,dev,ray]"). Every figure comes from
 build() into a fresh data dir (model already exported, empty cache) computing only
@@ -115,6 +121,32 @@ def one_build(photos: Path, models: Path, data: Path, engine: str, batch_size: i
     return run
 
 
+def variant_copy(folder: Path, limit: int | None, dest: Path, variants: int) -> Path:
+    """`variants` distinct JPEGs per photo in `dest` (the first is the photo itself)."""
+    from PIL import Image, ImageOps
+
+    makers = [
+        ImageOps.mirror,
+        ImageOps.flip,
+        lambda im: ImageOps.mirror(ImageOps.flip(im)),
+    ]
+    dest.mkdir(parents=True, exist_ok=True)
+    for p in photo_files(folder, limit):
+        shutil.copy2(p, dest / p.name)
+        with Image.open(p) as opened:
+            im = ImageOps.exif_transpose(opened).convert("RGB")
+        for v in range(1, variants):
+            if v <= len(makers):
+                out = makers[v - 1](im)
+            else:  # centre crops, each a little tighter
+                f = 1 - 0.05 * (v - len(makers))
+                w, h = im.size
+                box = (int(w * (1 - f) / 2), int(h * (1 - f) / 2))
+                out = im.crop((*box, w - box[0], h - box[1]))
+            out.save(dest / f"{p.stem}-v{v}.jpg", quality=90)
+    return dest
+
+
 def _settle() -> None:
     """A no-op task: running one per core waits out the worker processes Ray boots."""
 
@@ -143,20 +175,24 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=None, help="use only the first N photos")
     ap.add_argument("--runs", type=int, default=3, help="runs per figure (median)")
     ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--variants", type=int, default=1, help="versions of each photo (1)")
     args = ap.parse_args()
 
     import ray
 
     runs = max(1, args.runs)
-    n = len(photo_files(args.photos, args.limit))
-    note(f"{n} photos in {args.photos}; load average {loadavg()}")
+    n = len(photo_files(args.photos, args.limit)) * max(1, args.variants)
+    note(f"{n} images from {args.photos}; load average {loadavg()}")
     local: list[Run] = []
     warm: list[Run] = []
     cold: list[Run] = []
     startups: list[float] = []
     with tempfile.TemporaryDirectory(prefix="pixscape-bench-") as tmp:
         work = Path(tmp)
-        photos = limited_copy(args.photos, args.limit, work / "photos")
+        if args.variants > 1:
+            photos = variant_copy(args.photos, args.limit, work / "photos", args.variants)
+        else:
+            photos = limited_copy(args.photos, args.limit, work / "photos")
         models = work / "models"
         export_models(models)
         for i in range(runs):

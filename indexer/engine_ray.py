@@ -37,10 +37,10 @@ from typing import Any
 
 import numpy as np
 
-from .build import _prepare
 from .cache import CachedItem, EmbeddingCache
 from .decode import DecodeError
 from .embed import Embedder
+from .prepare import prepare
 from .progress import Progress
 from .scan import FileEntry, Skipped
 
@@ -186,7 +186,7 @@ def decode_batch(batch: Batch, input_size: int, max_pixels: int) -> Batch:
     for i in range(n):
         entry = FileEntry(str(batch["rel_path"][i]), Path(str(batch["path"][i])), 0, "", None)
         try:
-            prepared = _prepare(entry, input_size, max_pixels)
+            prepared = prepare(entry, input_size, max_pixels)
         except DecodeError as exc:
             errors[i] = exc.reason or "unreadable image"
             continue
