@@ -13,15 +13,15 @@ import numpy as np
 
 from . import graph as path_graph
 from .cache import CachedItem, EmbeddingCache, FileHashes
-from .decode import DEFAULT_MAX_PIXELS, DecodeError, crop_center, decode_image, resize_short_side
+from .decode import DEFAULT_MAX_PIXELS, DecodeError
 from .embed import Embedder
 from .finish import KNN_K, FinishOptions, ModelInfo, finish
 from .layout import LayoutParams, parse_layouts
 from .models import DEFAULT_MODEL, ensure_onnx, get_spec
+from .prepare import Prepared, prepare
 from .progress import Progress
 from .scan import FileEntry, Skipped, scan_folder
 from .snapshot import clean_stale
-from .thumbs import THUMB_SIZE, make_thumbnail
 
 
 @dataclass
@@ -35,38 +35,11 @@ class BuildReport:
     seconds: float = 0.0
     export_seconds: float = 0.0
     embed_seconds: float = 0.0
+    stages: dict[str, float] = field(default_factory=dict)  # seconds per stage, in order
 
     @property
     def embed_rate(self) -> float:
         return self.embedded / self.embed_seconds if self.embed_seconds > 0 else 0.0
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    sha256: str
-    pixels: np.ndarray
-    width: int
-    height: int
-    format: str
-    thumbnail: bytes
-
-
-def _prepare(entry: FileEntry, input_size: int, max_pixels: int) -> _Prepared:
-    decoded = decode_image(entry.abs_path, max_pixels=max_pixels)
-    resized = resize_short_side(decoded.image, input_size)
-    # The thumbnail comes from the model's (smaller) resize when that is still
-    # big enough and not upscaled: resampling the original twice costs a fifth
-    # of the per-image CPU time.
-    shrunk = resized.size[0] < decoded.image.size[0]
-    source = resized if shrunk and max(resized.size) >= THUMB_SIZE else decoded.image
-    return _Prepared(
-        sha256=entry.sha256,
-        pixels=crop_center(resized, input_size),
-        width=decoded.width,
-        height=decoded.height,
-        format=decoded.format,
-        thumbnail=make_thumbnail(source),
-    )
 
 
 def embed_pending(
@@ -91,8 +64,8 @@ def embed_pending(
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as pool:
         for start in range(0, len(todo), batch_size):
             chunk = todo[start : start + batch_size]
-            futures = [pool.submit(_prepare, e, embedder.input_size, max_pixels) for e in chunk]
-            batch: list[_Prepared] = []
+            futures = [pool.submit(prepare, e, embedder.input_size, max_pixels) for e in chunk]
+            batch: list[Prepared] = []
             for entry, future in zip(chunk, futures, strict=True):
                 try:
                     batch.append(future.result())
@@ -179,9 +152,11 @@ def build(
     data_dir.mkdir(parents=True, exist_ok=True)
     with _BuildLock(data_dir):
         clean_stale(data_dir)
+        t_scan = time.monotonic()
         with FileHashes(data_dir / "cache", folder) as hashes:
             entries, skipped = scan_folder(folder, hashes.known())
             hashes.replace(entries)
+        scan_seconds = time.monotonic() - t_scan
         for s in skipped:
             progress.log(f"skipped {s.path}: {s.reason}")
         progress.log(f"found {len(entries)} images in {folder}")
@@ -226,43 +201,44 @@ def build(
                     progress=progress,
                 )
             embed_seconds = time.monotonic() - t1
-            items = cache.get_many(sorted({e.sha256 for e in entries}))
+            usable = cache.known()
+            load_seconds = time.monotonic() - t1 - embed_seconds
 
-        failed_paths = {s.path for s in failed}
-        for entry in entries:
-            # A file whose content failed under another name is skipped here too.
-            if entry.sha256 not in items and entry.rel_path not in failed_paths:
-                failed.append(Skipped(entry.rel_path, "same content as a file that failed"))
-        kept = [e for e in entries if e.sha256 in items]
-        all_skipped = skipped + failed
-        embedded = len(todo) - len(failed_paths)
-        finished = finish(
-            data_dir,
-            folder,
-            kept=kept,
-            items=items,
-            model=ModelInfo(spec.id, fingerprint, embedder.input_size, embedder.dim, onnx_path),
-            options=FinishOptions(
-                layouts=layout_names,
-                layout_params=layout_params,
-                graph_k=graph_k,
-                path_power=path_power,
-                relayout=relayout,
-                refit_on_drift=refit_on_drift,
-                threads=threads,
-            ),
-            build_info={
-                "files_seen": len(entries),
-                "embedded": embedded,
-                "reused": len(kept) - embedded,
-                "skipped": [{"path": s.path, "reason": s.reason} for s in all_skipped][:1000],
-                "skipped_count": len(all_skipped),
-                "export_seconds": round(export_seconds, 3),
-                "embed_seconds": round(embed_seconds, 3),
-                "engine": engine,
-            },
-            log=progress.log,
-        )
+            failed_paths = {s.path for s in failed}
+            for entry in entries:
+                # A file whose content failed under another name is skipped here too.
+                if entry.sha256 not in usable and entry.rel_path not in failed_paths:
+                    failed.append(Skipped(entry.rel_path, "same content as a file that failed"))
+            kept = [e for e in entries if e.sha256 in usable]
+            all_skipped = skipped + failed
+            embedded = len(todo) - len(failed_paths)
+            finished = finish(
+                data_dir,
+                folder,
+                kept=kept,
+                fetch=cache.get_many,
+                model=ModelInfo(spec.id, fingerprint, embedder.input_size, embedder.dim, onnx_path),
+                options=FinishOptions(
+                    layouts=layout_names,
+                    layout_params=layout_params,
+                    graph_k=graph_k,
+                    path_power=path_power,
+                    relayout=relayout,
+                    refit_on_drift=refit_on_drift,
+                    threads=threads,
+                ),
+                build_info={
+                    "files_seen": len(entries),
+                    "embedded": embedded,
+                    "reused": len(kept) - embedded,
+                    "skipped": [{"path": s.path, "reason": s.reason} for s in all_skipped][:1000],
+                    "skipped_count": len(all_skipped),
+                    "export_seconds": round(export_seconds, 3),
+                    "embed_seconds": round(embed_seconds, 3),
+                    "engine": engine,
+                },
+                log=progress.log,
+            )
         snap_dir = finished.snapshot_dir
         clean_stale(data_dir)
 
@@ -276,4 +252,11 @@ def build(
         seconds=time.monotonic() - started,
         export_seconds=export_seconds,
         embed_seconds=embed_seconds,
+        stages={
+            "scan": round(scan_seconds, 3),
+            "export": round(export_seconds, 3),
+            "embed": round(embed_seconds, 3),
+            "load": round(load_seconds, 3),
+            **finished.timings,
+        },
     )

@@ -29,6 +29,10 @@ CREATE TABLE IF NOT EXISTS embeddings (
 """
 
 
+class CacheRowLost(Exception):
+    """A cached embedding turned out unusable (torn, or another model's size)."""
+
+
 @dataclass(frozen=True)
 class CachedItem:
     sha256: str
@@ -81,15 +85,20 @@ class EmbeddingCache:
 
     def get_many(self, hashes: list[str]) -> dict[str, CachedItem]:
         found: dict[str, CachedItem] = {}
+        bad: list[str] = []
         for start in range(0, len(hashes), 500):
             chunk = hashes[start : start + 500]
             marks = ",".join("?" * len(chunk))
             query = f"SELECT * FROM embeddings WHERE sha256 IN ({marks})"
             for sha, w, h, fmt, vec, thumb in self._db.execute(query, chunk):
+                if len(vec) != 4 * self.dim:
+                    bad.append(sha)  # torn or foreign: dropped, embedded again next run
+                    continue
                 vector = np.frombuffer(vec, dtype=np.float32)
-                if vector.shape != (self.dim,):
-                    continue  # a row from a different model shape: re-embed it
                 found[sha] = CachedItem(sha, w, h, fmt, vector, thumb)
+        if bad:
+            with self._db:
+                self._db.executemany("DELETE FROM embeddings WHERE sha256 = ?", [(b,) for b in bad])
         return found
 
 

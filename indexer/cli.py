@@ -69,6 +69,7 @@ def add_index_parser(subparsers: argparse._SubParsersAction) -> None:  # type: i
 
 def run_index(args: argparse.Namespace) -> int:
     from .build import build
+    from .cache import CacheRowLost
     from .engine_ray import RayNotInstalled
     from .layout import LayoutParams
     from .progress import Progress
@@ -107,7 +108,7 @@ def run_index(args: argparse.Namespace) -> int:
             relayout=args.relayout,
             **graph_options,  # type: ignore[arg-type]
         )
-    except (NotADirectoryError, ValueError, RayNotInstalled) as exc:
+    except (NotADirectoryError, ValueError, RayNotInstalled, CacheRowLost) as exc:
         print(f"pixscape index: {exc}", file=sys.stderr)
         return 2
     if not args.quiet:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import io
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from . import graph as path_graph
 from . import index as faiss_index
 from . import maps as collection_maps
 from .atlas import KeepSheet, build_atlases
-from .cache import CachedItem
+from .cache import CachedItem, CacheRowLost
 from .layout import LayoutParams, knn_needed
 from .scan import FileEntry
 from .snapshot import (
@@ -88,7 +88,8 @@ def previous_snapshot(data_dir: Path, folder: Path, log: Callable[[str], None]) 
 
 def _knn_bytes(sims: np.ndarray, ids: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    np.savez(buf, sims=sims.astype(np.float32), ids=ids.astype(np.int64))
+    # int32 ids: half the bytes to write and checksum, and ids stay below 2**31 rows.
+    np.savez(buf, sims=sims.astype(np.float32), ids=ids.astype(np.int32))
     return buf.getvalue()
 
 
@@ -98,7 +99,7 @@ def _read_knn(prev: Snapshot, k: int) -> tuple[np.ndarray, np.ndarray] | None:
     if not path.exists():
         return None
     with np.load(path) as knn:
-        sims, ids = knn["sims"], knn["ids"]
+        sims, ids = knn["sims"], knn["ids"].astype(np.int64)
     if ids.shape != (prev.count, k):
         return None
     return sims, ids
@@ -126,18 +127,90 @@ def _atlas_keeper(prev: Snapshot | None, changed: np.ndarray) -> KeepSheet | Non
     return keep
 
 
+def _carried_edges(
+    prev: Snapshot, carried: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The previous graph's edges between images still here, in this build's rows:
+    its joining links let an update skip the search that found them."""
+    if prev.graph is None:
+        return None
+    prev_to_new = np.full(prev.count, -1, dtype=np.int64)
+    kept = np.flatnonzero(carried >= 0)
+    prev_to_new[carried[kept]] = kept
+    edges = prev.graph.tocoo()
+    a, b = prev_to_new[edges.row], prev_to_new[edges.col]
+    ok = (a >= 0) & (b >= 0)
+    return a[ok], b[ok], edges.data[ok]
+
+
+def _copy_rows(dst: np.ndarray, src: np.ndarray, src_row: np.ndarray) -> None:
+    """dst[r] = src[src_row[r]] wherever src_row[r] >= 0, by runs of consecutive
+    rows: slices of a memory-mapped `src` copy at memory speed, where a fancy
+    index over 100k rows costs seconds."""
+    rows = np.flatnonzero(src_row >= 0)
+    if not len(rows):
+        return
+    cut = np.flatnonzero((np.diff(rows) != 1) | (np.diff(src_row[rows]) != 1)) + 1
+    for run in np.split(rows, cut):
+        first, last = int(run[0]), int(run[-1]) + 1
+        start = int(src_row[first])
+        dst[first:last] = src[start : start + last - first]
+
+
+class _Thumbnails(Sequence[bytes]):
+    """Each row's thumbnail, read when asked: the previous snapshot's file for an
+    unchanged image, else the cache's. A large collection's thumbnails never sit
+    in memory all at once, and an update reads only those it has to."""
+
+    def __init__(
+        self,
+        ids: np.ndarray,
+        shas: list[str],
+        carried: np.ndarray,
+        prev: Snapshot | None,
+        fresh: dict[str, CachedItem],
+        fetch: Callable[[list[str]], dict[str, CachedItem]],
+    ) -> None:
+        self.ids, self.shas, self.carried = ids, shas, carried
+        self.prev, self.fresh, self.fetch = prev, fresh, fetch
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @overload
+    def __getitem__(self, row: int) -> bytes: ...
+    @overload
+    def __getitem__(self, row: slice) -> list[bytes]: ...
+    def __getitem__(self, row: int | slice) -> bytes | list[bytes]:
+        if isinstance(row, slice):
+            return [self[i] for i in range(*row.indices(len(self)))]
+        sha = self.shas[row]
+        if sha in self.fresh:
+            return self.fresh[sha].thumbnail
+        if self.prev is not None and self.carried[row] >= 0:
+            try:
+                return self.prev.thumbnail_path(int(self.ids[row])).read_bytes()
+            except OSError:
+                pass  # gone from the old snapshot: the cache has it
+        return self.fetch([sha])[sha].thumbnail
+
+
 def finish(
     data_dir: Path,
     folder: Path,
     *,
     kept: list[FileEntry],
-    items: dict[str, CachedItem],
+    fetch: Callable[[list[str]], dict[str, CachedItem]],
     model: ModelInfo,
     options: FinishOptions,
     build_info: dict[str, Any],
     log: Callable[[str], None],
 ) -> Finished:
-    """Write and publish the snapshot of `kept` (files with embeddings, any order)."""
+    """Write and publish the snapshot of `kept` (files with embeddings, any order).
+
+    `fetch` looks embeddings up by content hash (EmbeddingCache.get_many); it is
+    asked only for what the previous snapshot cannot supply.
+    """
     timings: dict[str, float] = {}
     clock = time.monotonic()
 
@@ -148,6 +221,7 @@ def finish(
         clock = now
 
     prev = previous_snapshot(data_dir, folder, log)
+    lap("previous")
     next_id = 0
     previous_ids: dict[str, int] = {}
     if prev is not None:
@@ -156,25 +230,8 @@ def finish(
     ids, next_id = assign_ids([e.rel_path for e in kept], previous_ids, next_id)
     order = np.argsort(ids, kind="stable")
     kept, ids = [kept[i] for i in order], ids[order]
-    rows = [
-        CatalogRow(
-            id=int(image_id),
-            path=e.rel_path,
-            sha256=e.sha256,
-            size=e.size,
-            width=items[e.sha256].width,
-            height=items[e.sha256].height,
-            format=items[e.sha256].format,
-            label=e.label,
-        )
-        for image_id, e in zip(ids, kept, strict=True)
-    ]
-    n, dim = len(rows), model.dim
-    vectors = (
-        np.stack([items[e.sha256].vector for e in kept]).astype(np.float32)
-        if kept
-        else np.zeros((0, dim), np.float32)
-    )
+    n, dim = len(kept), model.dim
+    shas = [e.sha256 for e in kept]
     same_model = (
         prev is not None
         and prev.manifest.get("model", {}).get("fingerprint") == model.fingerprint
@@ -182,9 +239,31 @@ def finish(
     )
     carried = np.full(n, -1, dtype=np.int64)
     if prev is not None and same_model:
-        carried = carried_rows(
-            ids, [r.sha256 for r in rows], prev.ids, [r.sha256 for r in prev.rows]
+        carried = carried_rows(ids, shas, prev.ids, [r.sha256 for r in prev.rows])
+    # Unchanged images come from the previous snapshot (its memory-mapped vectors,
+    # its catalog, its thumbnail files); only new or changed ones from the cache.
+    wanted = sorted({shas[r] for r in np.flatnonzero(carried < 0).tolist()})
+    fresh = fetch(wanted)
+    if len(fresh) < len(wanted):
+        lost = next(e.rel_path for e in kept if e.sha256 in set(wanted) - set(fresh))
+        raise CacheRowLost(
+            f"the embedding cache's row for {lost} was unusable and has been dropped:"
+            " run the build again to embed it anew"
         )
+    vectors = np.empty((n, dim), np.float32)
+    if prev is not None:
+        _copy_rows(vectors, prev.vectors, carried)
+    rows: list[CatalogRow] = []
+    for r, (image_id, e) in enumerate(zip(ids.tolist(), kept, strict=True)):
+        if carried[r] >= 0 and prev is not None:
+            was = prev.rows[int(carried[r])]
+            width, height, fmt = was.width, was.height, was.format
+        else:
+            item = fresh[e.sha256]
+            width, height, fmt = item.width, item.height, item.format
+            vectors[r] = item.vector
+        rows.append(CatalogRow(image_id, e.rel_path, e.sha256, e.size, width, height, fmt, e.label))
+    thumbnails = _Thumbnails(ids, shas, carried, prev, fresh, fetch)
     lap("catalog")
 
     index, index_entry = faiss_index.build_with_manifest(
@@ -192,6 +271,7 @@ def finish(
         seed=options.layout_params.seed,
         trained=(prev.index, prev.manifest.get("index", {})) if prev and same_model else None,
     )
+    lap("index")
     k = max(KNN_K, knn_needed(options.layouts, options.layout_params))
     prev_knn = _read_knn(prev, k) if prev is not None and same_model else None
     if prev_knn is not None:
@@ -207,6 +287,7 @@ def finish(
         knn_ids,
         k=options.graph_k,
         canonical=path_graph.canonical_ids([r.sha256 for r in rows]),
+        hints=_carried_edges(prev, carried) if prev is not None and same_model else None,
     )
     lap("graph")
     log(
@@ -260,10 +341,9 @@ def finish(
 
     gone = np.setdiff1d(prev.ids, ids) if prev is not None else np.zeros(0, np.int64)
     changed = np.concatenate([ids[carried < 0], gone])
-    by_id = {int(i): e.sha256 for i, e in zip(ids, kept, strict=True)}
     atlas_files, atlas_index = build_atlases(
         ids.tolist(),
-        lambda image_id: items[by_id[image_id]].thumbnail,
+        lambda image_id: thumbnails[int(np.searchsorted(ids, image_id))],
         keep=_atlas_keeper(prev, changed),
     )
     lap("atlas")
@@ -319,7 +399,7 @@ def finish(
         vectors=vectors,
         index_bytes=faiss_index.to_bytes(index),
         model_path=model.onnx_path,
-        thumbnails=[items[e.sha256].thumbnail for e in kept],
+        thumbnails=thumbnails,
         manifest=manifest,
         extra_files=extra_files,
         link_thumbs_from=prev.path / "thumbs" if prev is not None else None,
@@ -327,4 +407,5 @@ def finish(
     )
     lap("write")
     publish(data_dir, snap_dir)
+    lap("publish")
     return Finished(snap_dir, n, placed, timings)

@@ -185,13 +185,16 @@ def build_graph(
     *,
     k: int = DEFAULT_K,
     canonical: np.ndarray | None = None,
+    hints: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> tuple[sp.csr_array, GraphInfo]:
     """The connected, symmetric k-NN graph of `vectors` (unit rows) from their
     precomputed neighbour lists (N x K, K >= k, self excluded, -1 padded).
 
     Components are joined first with the cheapest links the full K-wide lists
-    offer (a minimum spanning tree over components), then, for any left, by
-    Boruvka rounds of brute-force nearest-outside-node search.
+    and the `hints` (rows, cols, distances: e.g. the previous snapshot's edges
+    between images still here, which hold its joining links) offer, by a minimum
+    spanning tree over components; then, for any left, by Boruvka rounds of
+    brute-force nearest-outside-node search.
     """
     n = len(vectors)
     if not 1 <= k <= knn_ids.shape[1]:
@@ -204,7 +207,13 @@ def build_graph(
     if count > 1:
         valid = _valid_neighbours(knn_ids, canonical)
         rows = np.broadcast_to(np.arange(n)[:, None], knn_ids.shape)[valid]
-        r, c, d = _mst_links(labels, rows, knn_ids[valid], _dist(knn_sims[valid]))
+        cols, dist = knn_ids[valid], _dist(knn_sims[valid])
+        if hints is not None:
+            hr, hc, hd = (np.asarray(a) for a in hints)
+            ok = (hr != hc) & (canonical[hr] == hr) & (canonical[hc] == hc)
+            rows, cols = np.r_[rows, hr[ok]], np.r_[cols, hc[ok]]
+            dist = np.r_[dist, np.clip(hd[ok].astype(np.float32), MIN_DIST, 2.0)]
+        r, c, d = _mst_links(labels, rows, cols, dist)
         while count > 1:
             if not len(r):
                 r, c, d = _boruvka_round(vectors, labels, nodes)

@@ -100,13 +100,6 @@ def _write_catalog(path: Path, rows: Sequence[CatalogRow]) -> None:
     _fsync_file(path)
 
 
-def thumbs_digest(thumbs: Sequence[bytes]) -> str:
-    digest = hashlib.sha256()
-    for data in thumbs:
-        digest.update(hashlib.sha256(data).digest())
-    return digest.hexdigest()
-
-
 def write_snapshot(
     data_dir: Path,
     *,
@@ -126,7 +119,8 @@ def write_snapshot(
     their bytes; they are checksummed in the manifest like the core files.
     Thumbnails of the ids in `unchanged_thumbs` are hard links to the same files
     in `link_thumbs_from` (a published, hence immutable, snapshot's thumbs/):
-    an update of a large collection then writes only the thumbnails that changed.
+    an update of a large collection then writes only the thumbnails that changed,
+    and `thumbnails` (which may be a lazy sequence) is read only for those.
     Does not publish it: call `publish` after.
     """
     if not (len(rows) == len(vectors) == len(thumbnails)):
@@ -147,15 +141,17 @@ def write_snapshot(
     _fsync_file(tmp / "model.onnx")
     thumbs_dir = tmp / "thumbs"
     thumbs_dir.mkdir()
-    for row, data in zip(rows, thumbnails, strict=True):
-        name = f"{row.id}{THUMB_SUFFIX}"
-        if link_thumbs_from is not None and row.id in unchanged_thumbs:
+    linked = str(link_thumbs_from) if link_thumbs_from is not None else None
+    into = str(thumbs_dir)
+    for i, row in enumerate(rows):
+        name = f"/{row.id}{THUMB_SUFFIX}"
+        if linked is not None and row.id in unchanged_thumbs:
             try:
-                os.link(link_thumbs_from / name, thumbs_dir / name)
+                os.link(linked + name, into + name)
                 continue
             except OSError:
                 pass  # another file system, or the file is gone: write it instead
-        _write_bytes(thumbs_dir / name, data)
+        _write_bytes(Path(into + name), thumbnails[i])
     fsync_dir(thumbs_dir)
 
     extra = dict(extra_files or {})
@@ -169,8 +165,8 @@ def write_snapshot(
         fsync_dir(folder)
 
     files = {name: _sha256(tmp / name) for name in (*CORE_FILES, *sorted(extra))}
+    # The catalog (each image's content hash) stands for the thumbnails made from them.
     content = hashlib.sha256(json.dumps(files, sort_keys=True).encode())
-    content.update(thumbs_digest(thumbnails).encode())
     snapshot_id = f"{stamp}-{content.hexdigest()[:8]}"
     full = {
         "format_version": FORMAT_VERSION,
@@ -180,7 +176,7 @@ def write_snapshot(
         "count": len(rows),
         "dim": int(vectors.shape[1]) if len(vectors) else int(manifest.get("dim", 0)),
         "files": files,
-        "thumbnails": {"count": len(thumbnails), "sha256": thumbs_digest(thumbnails)},
+        "thumbnails": {"count": len(rows), "format": THUMB_SUFFIX.lstrip(".")},
     }
     _write_bytes(tmp / "manifest.json", json.dumps(full, indent=2, sort_keys=True).encode())
     fsync_dir(tmp)

@@ -85,24 +85,32 @@ def update_knn(
     prev_to_new[carried[kept]] = kept
     sims = np.full((n, k), -np.inf, dtype=np.float32)
     ids = np.full((n, k), -1, dtype=np.int64)
-    old_ids = prev_to_new[prev_ids[carried[kept]]]  # -1 maps through the last slot
-    old_sims = np.where(old_ids >= 0, prev_sims[carried[kept]], -np.inf).astype(np.float32)
+    lists = prev_ids[carried[kept]]
+    old_ids = prev_to_new[lists]  # -1 maps through the last slot
+    old_sims = prev_sims[carried[kept]].astype(np.float32, copy=False)
+    gone = old_ids < 0
+    old_sims[gone] = -np.inf
+    # A row that lost a neighbour (removed or changed) may now have one that was
+    # beyond its stored k: only a search finds it.
+    lost = (lists >= 0).sum(axis=1) > (~gone).sum(axis=1)
     dirty = np.flatnonzero(carried < 0)
     if len(dirty) and len(kept):
         small = faiss.IndexFlatIP(vectors.shape[1])
         small.add(np.ascontiguousarray(vectors[dirty], dtype=np.float32))
         take = min(k, len(dirty))
         s, i = small.search(np.ascontiguousarray(vectors[kept], dtype=np.float32), take)
-        old_sims = np.concatenate([old_sims, s], axis=1)
-        old_ids = np.concatenate([old_ids, np.where(i >= 0, dirty[np.maximum(i, 0)], -1)], axis=1)
-    best = np.argsort(-old_sims, axis=1, kind="stable")[:, :k]
-    sims[kept] = np.take_along_axis(old_sims, best, axis=1)
-    ids[kept] = np.take_along_axis(old_ids, best, axis=1)
-    # A row that lost a neighbour (removed or changed) may now have one that was
-    # beyond its stored k: only a search finds it.
-    had = (prev_ids[carried[kept]] >= 0).sum(axis=1)
-    still = (prev_to_new[prev_ids[carried[kept]]] >= 0).sum(axis=1)
-    short = (still < had) | ((ids[kept] >= 0).sum(axis=1) < min(k, n - 1))
+        # Lists are sorted best first: only a row whose best new match beats its
+        # worst kept neighbour changes (usually a small share of them).
+        touch = np.flatnonzero(s[:, 0] > old_sims[:, -1])
+        both_s = np.concatenate([old_sims[touch], s[touch]], axis=1)
+        new_ids = np.where(i[touch] >= 0, dirty[np.maximum(i[touch], 0)], -1)
+        both_i = np.concatenate([old_ids[touch], new_ids], axis=1)
+        best = np.argsort(-both_s, axis=1, kind="stable")[:, :k]
+        old_sims[touch] = np.take_along_axis(both_s, best, axis=1)
+        old_ids[touch] = np.take_along_axis(both_i, best, axis=1)
+    sims[kept] = old_sims
+    ids[kept] = old_ids
+    short = lost | ((old_ids >= 0).sum(axis=1) < min(k, n - 1))
     redo = np.concatenate([dirty, kept[short]])
     if len(redo):
         sims[redo], ids[redo] = faiss_index.knn_rows(index, vectors, redo, k)

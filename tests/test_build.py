@@ -14,10 +14,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from indexer import index as faiss_index
 from indexer.build import build
+from indexer.cache import CacheRowLost
 from indexer.decode import center_crop, decode_image
 from indexer.embed import Embedder
 from indexer.snapshot import CORE_FILES, current_id, open_snapshot
@@ -219,3 +221,34 @@ def test_killed_build_never_publishes_a_partial_snapshot(tmp_path: Path, models_
     assert resumed.indexed == before.indexed + 120
     assert current_id(data) == resumed.snapshot_id
     assert not list((data / "snapshots").glob(".tmp-*"))
+
+
+def test_an_unusable_cache_row_is_dropped_and_embedded_again(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    collection = tmp_path / "collection"
+    for src in sample_images()[:12]:
+        (collection / src.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, collection / src.parent.name / src.name)
+    data = fresh_data_dir(tmp_path, models_dir)
+    first = build(collection, data, layouts="grid")
+    snap = open_snapshot(data)
+    torn = snap.rows[3]
+    vector = np.array(snap.vectors[3])
+    (cache,) = (data / "cache").glob("embeddings-*.sqlite")
+    db = sqlite3.connect(cache)
+    with db:
+        db.execute("UPDATE embeddings SET vector = X'0000' WHERE sha256 = ?", (torn.sha256,))
+    db.close()
+    del snap
+    shutil.rmtree(data / "snapshots")  # nothing to carry: every row comes from the cache
+    (data / "CURRENT").unlink()
+    with pytest.raises(CacheRowLost, match=torn.path):
+        build(collection, data, layouts="grid")
+    assert current_id(data) is None  # nothing half-made was published
+    again = build(collection, data, layouts="grid")
+    assert again.embedded == 1 and again.indexed == first.indexed
+    snap = open_snapshot(data)
+    row = snap.row_of(torn.id)
+    assert row is not None
+    np.testing.assert_allclose(snap.vectors[row], vector, atol=1e-5)

@@ -22,10 +22,11 @@ from .test_build import cache_rows
 KILLS = 4
 
 
-def _content(data: Path) -> tuple[list[tuple[str, str]], np.ndarray, str]:
+def _content(data: Path) -> tuple[list[tuple[str, str]], np.ndarray, list[bytes]]:
     snap = open_snapshot(data)
     rows = [(r.path, r.sha256) for r in snap.rows]
-    return rows, np.asarray(snap.vectors), snap.manifest["thumbnails"]["sha256"]
+    thumbs = [snap.thumbnail_path(r.id).read_bytes() for r in snap.rows]
+    return rows, np.asarray(snap.vectors), thumbs
 
 
 @needs_photos

@@ -98,10 +98,12 @@ def test_shards_left_by_a_crashed_run_are_ingested_not_recomputed(
     model_key = cache_file.stem.removeprefix("embeddings-")
     for path in (data / "cache").iterdir():
         path.unlink()  # nothing embedded any more...
+    marker = np.zeros(open_snapshot(data).vectors.shape[1], np.float32)
+    shutil.rmtree(data / "snapshots")  # ...nor carried over from a snapshot...
+    (data / "CURRENT").unlink()
 
     # ...except one image, in a shard a crashed run wrote, with a marker vector.
     src = sorted(collection.iterdir())[0]
-    marker = np.zeros(open_snapshot(data).vectors.shape[1], np.float32)
     marker[0] = 1.0
     with Image.open(src) as im:
         thumb = make_thumbnail(im.convert("RGB"))

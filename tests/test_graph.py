@@ -163,6 +163,28 @@ def test_components_are_joined_and_duplicates_carry_no_edges() -> None:
         assert max(chain) < 600 and len({keys[i] for i in chain}) == len(chain)
 
 
+def test_hinted_links_join_components_without_a_search() -> None:
+    """An update hands the previous graph's edges in: its joining links are used."""
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(5, 16)) * 6
+    v = (centres[np.repeat(np.arange(5), 80)] + rng.normal(size=(400, 16))).astype(np.float32)
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    sims, ids = knn_self(build_index(v), v, 4)  # too short to reach across islands
+    full, info = G.build_graph(v, sims, ids, k=3)
+    assert info.components_before == 5 and info.join_edges >= 4
+    edges = full.tocoo()
+    hinted, again = G.build_graph(v, sims, ids, k=3, hints=(edges.row, edges.col, edges.data))
+    assert again.components_before == 5 and again.join_edges == 4  # a spanning tree's worth
+    assert connected_components(hinted, directed=False)[0] == 1
+    # Joined by links the search had found, at their true distances.
+    h = hinted.tocoo()
+    assert np.array_equal(np.asarray(full[h.row, h.col]).ravel(), h.data)
+    # Hints that do not cross components change nothing; bad ones are ignored.
+    own = np.flatnonzero(ids[:, 0] >= 0)[:20]
+    same, _ = G.build_graph(v, sims, ids, k=3, hints=(own, ids[own, 0], 1 - sims[own, 0]))
+    assert (same != full).nnz == 0
+
+
 def test_no_route_when_cut_off() -> None:
     graph = sp.csr_array(np.array([[0, 0.1, 0], [0.1, 0, 0.2], [0, 0.2, 0]], dtype=np.float32))
     finder = G.PathFinder(graph)
