@@ -189,6 +189,12 @@ def knn_rows(
     for start in range(0, len(rows), 4096):  # bounded memory for large N
         part = rows[start : start + 4096]
         s, i = search(index, vectors[part], k_eff + 1, vectors)
+        # An approximate index can come back short (too few candidates in the
+        # probed lists); those rows get an exact search, so that every list is
+        # full: openTSNE corrupts memory on a -1 neighbour.
+        short = np.flatnonzero((i < 0).any(axis=1))
+        if len(short):
+            s[short], i[short] = exact_knn(vectors, vectors[part[short]], k_eff + 1)
         s, i = _drop_self(s, i, part, k_eff)
         sims[start : start + len(part), :k_eff] = np.where(i >= 0, s, -np.inf)
         ids[start : start + len(part), :k_eff] = i

@@ -150,6 +150,8 @@ def tsne(
 
     k = min(knn_ids.shape[1], math.ceil(3 * perplexity), n - 1)
     ids = np.ascontiguousarray(knn_ids[:, :k], dtype=np.int64)
+    if (ids < 0).any():  # openTSNE would write out of bounds
+        raise ValueError("t-SNE needs complete k-NN lists: found -1 neighbours")
     dists = np.ascontiguousarray(sims_to_distances(knn_sims[:, :k]), dtype=np.float64)
     perp = min(perplexity, (k - 1) / 3) if k < 3 * perplexity else perplexity
     aff = affinity.PerplexityBasedNN(

@@ -198,3 +198,20 @@ def test_an_update_refills_the_trained_index(
     assert entry["type"] == ivf[1]["type"] and entry["nprobe"] == ivf[1]["nprobe"]
     assert index.ntotal == len(grown) and entry["recall_at_10"] >= fi.RECALL_TARGET
     assert ivf[0].ntotal == len(vectors)  # the previous index is left as it was
+
+
+def test_knn_rows_fill_short_approximate_results_exactly() -> None:
+    """An IVF probing one small list cannot return k candidates: those rows are
+    searched exactly, so no list has a -1 hole (openTSNE corrupts memory on one)."""
+    v = clustered(600, seed=11)
+    index = faiss.index_factory(v.shape[1], "IVF64,Flat", faiss.METRIC_INNER_PRODUCT)
+    index.train(v)
+    index.add(v)
+    index.nprobe = 1  # ~9 vectors per list: far fewer than k
+    assert not fi.is_exact(index)
+    _, raw = index.search(v[:50], 40)
+    assert (raw < 0).any()  # the situation this guards against
+    sims, ids = fi.knn_rows(index, v, np.arange(50), 40)
+    assert (ids >= 0).all() and (ids != np.arange(50)[:, None]).all()
+    want_s, _ = fi.exact_knn(v, v[:50], 41)
+    np.testing.assert_allclose(sims, want_s[:, 1:], atol=1e-5)
