@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,6 +113,21 @@ def test_concurrent_additions_are_serialised_and_all_land(site: dict) -> None:
         q = client.post("/api/search?k=1", files={"file": ("q.jpg", photo(2 + i), "image/jpeg")})
         assert q.json()["results"][0]["score"] > 0.999
         assert q.json()["snapshot"] == snap.id
+
+
+@needs_photos
+def test_an_add_after_an_outside_build_uses_the_snapshot_published_since(site: dict) -> None:
+    """`pixscape index` of the same data folder publishes (and prunes) behind the
+    service's back: the next add must not re-index from the pruned snapshot."""
+    client: TestClient = site["client"]
+    served = client.get("/api/stats").json()["snapshot"]
+    for _ in range(4):  # past the 3 snapshots kept: the one served is pruned
+        build(site["collection"], site["data"])
+        time.sleep(1.1)  # snapshot ids are stamped to the second
+    assert not (site["data"] / "snapshots" / served).exists()
+    res = client.post("/api/images", files=[("files", ("o.jpg", photo(6), "image/jpeg"))])
+    assert res.status_code == 201, res.text
+    assert res.json()["snapshot"] == open_snapshot(site["data"]).id
 
 
 def test_bad_uploads_store_nothing(site: dict) -> None:

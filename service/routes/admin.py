@@ -36,7 +36,7 @@ from indexer.snapshot import Snapshot, fsync_dir
 from ..deps import HolderDep, LiveDep, PoolDep, SettingsDep, image_row, require_admin
 from ..schemas import ErrorBody, ImageRef, ReloadResponse
 from ..settings import Settings
-from ..state import SnapshotHolder
+from ..state import Live, SnapshotHolder
 from ..views import image_ref
 from .images import ImageId
 from .search import read_upload
@@ -112,6 +112,19 @@ def _move(source: Path, target: Path) -> None:
         source.unlink()
     fsync_dir(target.parent)
     fsync_dir(source.parent)
+
+
+async def _latest(holder: SnapshotHolder) -> Live:
+    """The snapshot CURRENT names, opened now (call under the admin lock).
+
+    Not the one a request started with: a concurrent admin call or a `pixscape
+    index` may have published another since, and pruning may have removed the
+    older one's folder, model.onnx included, which the re-index would load.
+    """
+    await anyio.to_thread.run_sync(holder.refresh)
+    if holder.live is None:
+        raise HTTPException(status_code=503, detail="no snapshot is loaded yet")
+    return holder.live
 
 
 async def _run(work: Callable[[], Snapshot]) -> Snapshot:
@@ -205,9 +218,7 @@ async def add_images(
         digest = hashlib.sha256(data).hexdigest()
         named.append((f"{digest[:20]}{_EXTENSIONS[decoded.format]}", data))
     async with lock:
-        # The snapshot live now, not the one this request started with: a
-        # concurrent admin call may have replaced it (and pruning removed it).
-        current = holder.live or live
+        current = await _latest(holder)
         folder = current.snapshot.collection_root / label
 
         def work() -> Snapshot:
@@ -240,9 +251,7 @@ async def remove_image(
 ) -> RemovedImage:
     started = time.perf_counter()
     async with lock:
-        live = holder.live
-        if live is None:
-            raise HTTPException(status_code=503, detail="no snapshot is loaded yet")
+        live = await _latest(holder)
         row = image_row(live, image_id)
         root = Path(os.path.realpath(live.snapshot.collection_root))
         source = Path(os.path.realpath(root / row.path))
