@@ -122,20 +122,22 @@ def main() -> int:
             from indexer.build import build
 
             swapped: list[str] = []
-            stop_swapping = threading.Event()
 
             def republish() -> None:
                 for i in range(args.swaps):
-                    if stop_swapping.is_set():
-                        return
                     time.sleep(0.5)
                     swapped.append(build(part if i % 2 == 0 else full, data).snapshot_id)
 
             swapper = threading.Thread(target=republish)
             swapper.start()
-            during = closed_loop(url, body, args.clients, args.per_client)
-            stop_swapping.set()
+            # Rounds of the rated load for as long as snapshots are being published,
+            # then one more, after the reload interval, so the last swap is under load too.
+            during: list[tuple[int, float]] = []
+            while swapper.is_alive():
+                during += closed_loop(url, body, args.clients, args.per_client)
             swapper.join()
+            time.sleep(0.5)
+            during += closed_loop(url, body, args.clients, args.per_client)
             seen = httpx.get(f"{base}/api/stats").json()["snapshot"]
             failed = sum(1 for s, _ in during if s != 200)
             emit(
