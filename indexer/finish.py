@@ -37,7 +37,14 @@ from .snapshot import (
     publish,
     write_snapshot,
 )
-from .update import DRIFT_LIMIT, assign_ids, carried_rows, carry_maps, update_knn
+from .update import (
+    DRIFT_LIMIT,
+    assign_ids,
+    carried_rows,
+    carry_maps,
+    previous_to_new,
+    update_knn,
+)
 
 # Neighbours per image in the build's one k-NN pass (shared by layouts and the graph).
 KNN_K = 30
@@ -134,9 +141,7 @@ def _carried_edges(
     its joining links let an update skip the search that found them."""
     if prev.graph is None:
         return None
-    prev_to_new = np.full(prev.count, -1, dtype=np.int64)
-    kept = np.flatnonzero(carried >= 0)
-    prev_to_new[carried[kept]] = kept
+    prev_to_new = previous_to_new(carried, prev.count)
     edges = prev.graph.tocoo()
     a, b = prev_to_new[edges.row], prev_to_new[edges.col]
     ok = (a >= 0) & (b >= 0)
@@ -159,8 +164,8 @@ def _copy_rows(dst: np.ndarray, src: np.ndarray, src_row: np.ndarray) -> None:
 
 class _Thumbnails(Sequence[bytes]):
     """Each row's thumbnail, read when asked: the previous snapshot's file for an
-    unchanged image, else the cache's. A large collection's thumbnails never sit
-    in memory all at once, and an update reads only those it has to."""
+    unchanged image, else the cache's. An update reads only the thumbnails it has
+    to (new images, and the images of atlas sheets that changed)."""
 
     def __init__(
         self,

@@ -65,6 +65,15 @@ def carried_rows(
     return out
 
 
+def previous_to_new(carried: np.ndarray, prev_count: int) -> np.ndarray:
+    """Row in this build of each previous row (-1 where gone or changed), plus one
+    last slot, -1, so that a previous id of -1 maps to -1 as well."""
+    out = np.full(prev_count + 1, -1, dtype=np.int64)
+    kept = np.flatnonzero(carried >= 0)
+    out[carried[kept]] = kept
+    return out
+
+
 def update_knn(
     index: faiss.Index,
     vectors: np.ndarray,
@@ -80,9 +89,8 @@ def update_knn(
     lists as a full pass, up to ties, at a cost in proportion to the change.
     """
     n, k = len(vectors), prev_ids.shape[1]
-    prev_to_new = np.full(len(prev_ids) + 1, -1, dtype=np.int64)  # last slot: prev id -1
+    prev_to_new = previous_to_new(carried, len(prev_ids))
     kept = np.flatnonzero(carried >= 0)
-    prev_to_new[carried[kept]] = kept
     sims = np.full((n, k), -np.inf, dtype=np.float32)
     ids = np.full((n, k), -1, dtype=np.int64)
     lists = prev_ids[carried[kept]]
