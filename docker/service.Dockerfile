@@ -32,10 +32,8 @@ RUN pip install /tmp/src \
  && if python -c "import torch" 2>/dev/null; then echo "torch must not be in the service image" >&2; exit 1; fi \
  && python -c "import service.app"
 
-# web/ is not part of the wheel: ship it beside and point the service at it.
-COPY web /opt/pixscape/web
-ENV PIXSCAPE_WEB_DIR=/opt/pixscape/web \
-    PIXSCAPE_DATA_DIR=/srv/pixscape/data
+# The page (service/web) is package data of the wheel: nothing to copy beside it.
+ENV PIXSCAPE_DATA_DIR=/srv/pixscape/data
 
 USER pixscape
 WORKDIR /home/pixscape

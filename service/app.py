@@ -25,7 +25,7 @@ from .settings import Settings
 from .state import SnapshotHolder
 
 log = logging.getLogger("pixscape.service")
-BUNDLED_WEB = Path(__file__).resolve().parent.parent / "web"
+BUNDLED_WEB = Path(__file__).resolve().parent / "web"
 # Swagger UI's files from a wheel: /docs works offline, with no CDN.
 DOCS_ASSETS = Path(fastapi_offline.__file__).resolve().parent / "static"
 # Multipart framing around an upload: the body cap is the upload cap plus this.
