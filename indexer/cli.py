@@ -73,6 +73,7 @@ def run_index(args: argparse.Namespace) -> int:
     from .engine_ray import RayNotInstalled
     from .layout import LayoutParams
     from .progress import Progress
+    from .snapshot import SnapshotError
 
     if args.address and args.engine != "ray":
         print("pixscape index: --address needs --engine ray", file=sys.stderr)
@@ -108,7 +109,8 @@ def run_index(args: argparse.Namespace) -> int:
             relayout=args.relayout,
             **graph_options,  # type: ignore[arg-type]
         )
-    except (NotADirectoryError, ValueError, RayNotInstalled, CacheRowLost) as exc:
+    # SnapshotError: a CURRENT that names no snapshot folder is refused, never followed.
+    except (NotADirectoryError, ValueError, RayNotInstalled, CacheRowLost, SnapshotError) as exc:
         print(f"pixscape index: {exc}", file=sys.stderr)
         return 2
     if not args.quiet:

@@ -16,8 +16,10 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import sqlite3
+import stat
 import time
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
@@ -198,11 +200,47 @@ def publish(data_dir: Path, snapshot_dir: Path) -> None:
     fsync_dir(data_dir)
 
 
+# What write_snapshot names a snapshot: its UTC time and a content hash. One
+# path component, nothing hidden, nothing to climb out of snapshots/ with.
+SNAPSHOT_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}")
+_CURRENT_MAX = 256  # bytes read from CURRENT: one id and a newline, with room
+
+
 def current_id(data_dir: Path) -> str | None:
+    """The snapshot id CURRENT names; None when nothing is published yet.
+
+    CURRENT is joined into a path, so it must be a plain file naming one real
+    folder in snapshots/ (not a symlink, which could lead anywhere): anything
+    else raises SnapshotError rather than be followed.
+    """
+    path = data_dir / "CURRENT"
     try:
-        return (data_dir / "CURRENT").read_text().strip() or None
+        # No symlink, and no blocking on a FIFO: checked on the opened file itself.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         return None
+    except OSError as exc:
+        raise SnapshotError(f"{path} unreadable ({exc.strerror}): remove it") from exc
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SnapshotError(f"{path} is not a plain file: remove it, then run `pixscape index`")
+        text = fh.read(_CURRENT_MAX).decode("ascii", errors="replace").strip()
+    if not text:
+        return None
+    folder = data_dir / "snapshots" / text
+    if not SNAPSHOT_ID.fullmatch(text) or not _is_plain_dir(folder):
+        raise SnapshotError(
+            f"{path} names {text[:80]!r}, not a snapshot folder in {folder.parent}:"
+            " fix or remove it, then run `pixscape index`"
+        )
+    return text
+
+
+def _is_plain_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(path.lstat().st_mode)
+    except OSError:
+        return False
 
 
 def clean_stale(data_dir: Path, keep: int = 3) -> None:

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hmac
+import urllib.parse
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
 import anyio.to_thread
 from anyio import CapacityLimiter
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from indexer.snapshot import CatalogRow
 
@@ -80,16 +82,61 @@ def get_pool(request: Request) -> Pool:
 
 
 KEY_COOKIE = "pixscape_key"
+# Methods that change nothing: the only ones a cookie may authorise.
+SAFE_METHODS = frozenset({"GET", "HEAD"})
+# Declared as security schemes so /openapi.json says how to send a key and /docs
+# shows Authorize; auto_error=False because the keys are optional (settings).
+API_KEY_HEADER = APIKeyHeader(
+    name="X-API-Key",
+    scheme_name="apiKey",
+    auto_error=False,
+    description="PIXSCAPE_READ_KEY for reads (when set), PIXSCAPE_ADMIN_KEY for admin routes",
+)
+BEARER = HTTPBearer(
+    scheme_name="bearer",
+    auto_error=False,
+    description="the same keys, as Authorization: Bearer KEY",
+)
+HeaderKey = Annotated[str | None, Security(API_KEY_HEADER)]
+BearerKey = Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)]
 
 
-def _presented_key(request: Request) -> str | None:
-    """The key a client sent: X-API-Key, Authorization: Bearer, or the page's cookie."""
-    if key := request.headers.get("x-api-key"):
-        return key
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token:
-        return token.strip()
-    return request.cookies.get(KEY_COOKIE) or None
+def cross_site(request: Request, settings: Settings) -> str | None:
+    """Why the browser says this request comes from another site, or None.
+
+    Browsers send Sec-Fetch-Site and, on POST and DELETE, Origin; other clients
+    (curl, scripts) send neither and are judged by their key alone. An origin the
+    CORS setting allows is not foreign.
+    """
+    if request.headers.get("sec-fetch-site") == "cross-site":
+        return "Sec-Fetch-Site: cross-site"
+    origin = request.headers.get("origin")
+    if origin is None or origin in settings.cors_origins:
+        return None
+    # Host, not the URL's scheme: behind a TLS proxy the app sees http.
+    netloc = urllib.parse.urlsplit(origin).netloc.lower() if origin != "null" else ""
+    if not netloc or netloc != request.headers.get("host", "").lower():
+        return f"Origin {origin[:100]!r} is not this server"
+    return None
+
+
+def _presented_key(
+    request: Request,
+    settings: Settings,
+    header: str | None,
+    bearer: HTTPAuthorizationCredentials | None,
+) -> str | None:
+    """The key a client sent: X-API-Key, Authorization: Bearer, or (reads only) the
+    page's cookie, which an <img> sends where a header cannot be added."""
+    if header:
+        return header
+    if bearer is not None:
+        return bearer.credentials.strip()
+    if request.method in SAFE_METHODS and cross_site(request, settings) is None:
+        cookie = request.cookies.get(KEY_COOKIE)
+        # The page percent-encodes it (web/js/key.js): a key may hold ';' or spaces.
+        return urllib.parse.unquote(cookie) if cookie else None
+    return None
 
 
 def _key_matches(presented: str | None, *secrets: object) -> bool:
@@ -105,10 +152,16 @@ def _key_matches(presented: str | None, *secrets: object) -> bool:
     return any(results)
 
 
-def require_read(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
+def require_read(
+    request: Request,
+    settings: Annotated[Settings, Depends(get_settings)],
+    header: HeaderKey,
+    bearer: BearerKey,
+) -> None:
     if settings.read_key is None:
         return
-    if not _key_matches(_presented_key(request), settings.read_key, settings.admin_key):
+    presented = _presented_key(request, settings, header, bearer)
+    if not _key_matches(presented, settings.read_key, settings.admin_key):
         raise HTTPException(
             status_code=401,
             detail="an API key is required (X-API-Key header or Authorization: Bearer)",
@@ -116,15 +169,28 @@ def require_read(request: Request, settings: Annotated[Settings, Depends(get_set
         )
 
 
-def require_admin(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
+def require_admin(
+    request: Request,
+    settings: Annotated[Settings, Depends(get_settings)],
+    header: HeaderKey,
+    bearer: BearerKey,
+) -> None:
+    """Admin routes change the collection: a header key only, never a cookie, and
+    never from another site's page (a forged form POST carries no header anyway)."""
     if settings.admin_key is None:
         raise HTTPException(
             status_code=403, detail="admin API is switched off: set PIXSCAPE_ADMIN_KEY to use it"
         )
-    if not _key_matches(_presented_key(request), settings.admin_key):
+    if (why := cross_site(request, settings)) is not None:
+        raise HTTPException(
+            status_code=403, detail=f"cross-site request refused by the admin API ({why})"
+        )
+    presented = header or (bearer.credentials.strip() if bearer is not None else None)
+    if not _key_matches(presented, settings.admin_key):
         raise HTTPException(
             status_code=401,
-            detail="the admin key is required (X-API-Key header or Authorization: Bearer)",
+            detail="the admin key is required (X-API-Key header or Authorization: Bearer;"
+            " a cookie is not accepted)",
             headers={"WWW-Authenticate": "Bearer"},
         )
 

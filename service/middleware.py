@@ -35,9 +35,12 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
         csp = DOCS_CSP if scope["path"].startswith(DOCS_PATHS) else PAGE_CSP
+        started = False
 
         async def send_with_headers(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = list(message.get("headers", []))
                 headers.append((b"x-content-type-options", b"nosniff"))
                 headers.append((b"content-security-policy", csp.encode()))
@@ -45,7 +48,15 @@ class SecurityHeaders:
                 message["headers"] = headers
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception:
+            # Starlette answers an unhandled error outside every middleware, so
+            # its 500 would lack these headers: answer here. Re-raised: the
+            # server still logs it (and Starlette, seeing a response, sends none).
+            if not started:
+                await send_error(send_with_headers, 500, "internal server error")
+            raise
 
 
 class _BodyTooLarge(Exception):

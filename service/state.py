@@ -41,17 +41,35 @@ class SnapshotHolder:
         A snapshot that fails to open is refused with a log line and the previous
         one keeps serving.
         """
-        wanted = current_id(self.data_dir)
-        if wanted is None or (self.live is not None and self.live.snapshot.id == wanted):
+        try:
+            wanted = current_id(self.data_dir)
+        except SnapshotError as exc:
+            return self._refuse(str(exc), "CURRENT does not name a snapshot folder")
+        if wanted is None:
+            return False
+        if self.live is not None and self.live.snapshot.id == wanted:
+            self.error = None  # CURRENT names the live one again: nothing is refused
             return False
         try:
             live = self.load(wanted)
-        except (SnapshotError, OSError, RuntimeError) as exc:
-            message = f"refusing snapshot {wanted}: {exc}"
-            if message != self.error:
-                log.error("%s; keeping %s", message, self.live.snapshot.id if self.live else "none")
-            self.error = message
-            return False
+        # Whatever fails while opening a snapshot's files (a bad .npy is a
+        # ValueError, a bad catalog an sqlite3 error) means: refuse this one.
+        except Exception as exc:
+            return self._refuse(
+                f"refusing snapshot {wanted}: {exc}", f"snapshot {wanted} is broken"
+            )
         self.live, self.error = live, None
         log.info("serving snapshot %s (%d images)", wanted, live.snapshot.count)
         return True
+
+    def _refuse(self, detail: str, public: str) -> bool:
+        """Log why a snapshot was refused; keep for clients a reason without paths.
+
+        `error` reaches anyone who asks (the 503 body): the details name files
+        under the data folder, so they go to the server log only.
+        """
+        error = f"{public}: see the server log"
+        if error != self.error:
+            log.error("%s; keeping %s", detail, self.live.snapshot.id if self.live else "none")
+        self.error = error
+        return False

@@ -32,7 +32,9 @@ router = APIRouter(tags=["paths"])
 MAX_VIA = 16
 MAX_AVOID = 1000
 MAX_CHAIN = 1000
-_ID_LIST = r"^\s*\d{1,10}(\s*,\s*\d{1,10})*\s*$"
+# ASCII digits and spaces only: pydantic-core's regex reads \d and \s as Unicode
+# classes (newer than Python's int() knows), so a digit it passes could fail int().
+_ID_LIST = r"^ *[0-9]{1,10}( *, *[0-9]{1,10})* *$"
 
 
 class BadPathRequest(BaseModel):
