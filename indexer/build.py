@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
+import hashlib
+import json
 import os
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,8 +25,17 @@ from .layout import LayoutParams, parse_layouts
 from .models import DEFAULT_MODEL, ensure_onnx, get_spec
 from .prepare import Prepared, prepare
 from .progress import Progress
-from .scan import FileEntry, Skipped, scan_folder
-from .snapshot import clean_stale
+from .scan import (
+    DEFAULT_MAX_FILE_BYTES,
+    FileEntry,
+    Skipped,
+    path_bytes,
+    readable,
+    scan_folder,
+)
+from .snapshot import Snapshot, SnapshotError, clean_stale, current_id, open_snapshot
+
+INPUTS_VERSION = 1  # bump when inputs_fingerprint() hashes something new
 
 
 @dataclass
@@ -36,6 +50,7 @@ class BuildReport:
     export_seconds: float = 0.0
     embed_seconds: float = 0.0
     stages: dict[str, float] = field(default_factory=dict)  # seconds per stage, in order
+    unchanged: bool = False  # nothing changed: the live snapshot stayed, nothing was written
 
     @property
     def embed_rate(self) -> float:
@@ -71,7 +86,7 @@ def embed_pending(
                     batch.append(future.result())
                 except DecodeError as exc:
                     skipped.append(Skipped(entry.rel_path, exc.reason))
-                    progress.log(f"skipped {entry.rel_path}: {exc.reason}")
+                    progress.log(f"skipped {readable(entry.rel_path)}: {exc.reason}")
             if batch:
                 vectors = embedder.embed(np.stack([p.pixels for p in batch]))
                 cache.put_many(
@@ -82,6 +97,71 @@ def embed_pending(
                 )
             progress.advance(len(chunk))
     return skipped
+
+
+def inputs_fingerprint(
+    root: Path,
+    entries: Sequence[FileEntry],
+    skipped: Sequence[Skipped],
+    options: dict[str, Any],
+) -> str:
+    """sha256 over everything a snapshot is made from: the collection folder, each
+    file's exact name, size and content hash, what the scan skipped and why, and
+    the options that shape the result (model and its weights, layouts and their
+    parameters, graph, limits). Equal fingerprints make equal snapshots, so a
+    build that finds the live snapshot's fingerprint has nothing to do.
+    Thread counts, batch size, device and engine change no result: left out.
+    """
+    digest = hashlib.sha256()
+    head = {"version": INPUTS_VERSION, "root": path_bytes(str(root.resolve())).hex(), **options}
+    digest.update(json.dumps(head, sort_keys=True).encode())
+    # NUL separates fields: no file name can hold one.
+    for e in entries:
+        digest.update(b"\0F" + path_bytes(e.rel_path) + f"\0{e.size}\0{e.sha256}".encode())
+    for s in skipped:
+        digest.update(b"\0S" + path_bytes(s.path) + b"\0" + s.reason.encode("utf-8", "replace"))
+    return digest.hexdigest()
+
+
+def _live_if_unchanged(data_dir: Path, fingerprint: str) -> Snapshot | None:
+    """The live snapshot, when it was built from exactly these inputs and verifies."""
+    live = current_id(data_dir)
+    if live is None:
+        return None
+    try:
+        manifest = json.loads((data_dir / "snapshots" / live / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if manifest.get("inputs", {}).get("fingerprint") != fingerprint:
+        return None
+    try:
+        return open_snapshot(data_dir, live)  # checksums: never keep a damaged one
+    except (SnapshotError, OSError, ValueError):
+        return None
+
+
+def _unchanged_report(
+    snap: Snapshot, entries: Sequence[FileEntry], skipped: list[Skipped], started: float
+) -> BuildReport:
+    """What a build that kept `snap` reports: its counts, and every file left out."""
+    build_info = snap.manifest.get("build", {})
+    reasons = {s["path"]: s["reason"] for s in build_info.get("skipped", [])}
+    indexed = {r.path for r in snap.rows}
+    failed = [
+        Skipped(e.rel_path, reasons.get(readable(e.rel_path), "not in the live snapshot"))
+        for e in entries
+        if e.rel_path not in indexed
+    ]
+    return BuildReport(
+        snapshot_id=snap.id,
+        snapshot_dir=snap.path,
+        indexed=snap.count,
+        embedded=0,
+        reused=snap.count,
+        skipped=skipped + failed,
+        seconds=time.monotonic() - started,
+        unchanged=True,
+    )
 
 
 class _BuildLock:
@@ -111,6 +191,7 @@ def build(
     threads: int = 0,
     device: str = "auto",
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     graph_k: int = path_graph.DEFAULT_K,
     path_power: float = path_graph.DEFAULT_POWER,
     layouts: str | tuple[str, ...] | None = None,
@@ -131,6 +212,10 @@ def build(
     (`refit_on_drift=False` never refits: for callers without the layout libraries).
     `onnx_model`: (model.onnx, fingerprint) to use instead of exporting `model_id`,
     e.g. a snapshot's own model where torch is not installed.
+    `max_file_bytes`: files larger than this are skipped before they are read.
+    When the files and options are those the live snapshot was built from, it
+    stays live and nothing is written (`BuildReport.unchanged`); `relayout`
+    always builds.
     `engine`: "local" decodes and embeds here; "ray" as a Ray Data pipeline
     (indexer.engine_ray) on the cluster at `ray_address`, or on a local runtime.
     """
@@ -138,6 +223,8 @@ def build(
         raise ValueError(f"engine must be local or ray (an address needs ray), got {engine!r}")
     layout_names = parse_layouts(layouts)
     layout_params = layout_params or LayoutParams()
+    if max_file_bytes < 1:
+        raise ValueError(f"max file size must be at least 1 byte, got {max_file_bytes}")
     if not 1 <= graph_k <= KNN_K:
         raise ValueError(f"graph k must be between 1 and {KNN_K}, got {graph_k}")
     if not path_graph.MIN_POWER <= path_power <= path_graph.MAX_POWER:
@@ -154,17 +241,35 @@ def build(
         clean_stale(data_dir)
         t_scan = time.monotonic()
         with FileHashes(data_dir / "cache", folder) as hashes:
-            entries, skipped = scan_folder(folder, hashes.known())
+            entries, skipped = scan_folder(folder, hashes.known(), max_file_bytes=max_file_bytes)
             hashes.replace(entries)
         scan_seconds = time.monotonic() - t_scan
         for s in skipped:
-            progress.log(f"skipped {s.path}: {s.reason}")
-        progress.log(f"found {len(entries)} images in {folder}")
+            progress.log(f"skipped {readable(s.path)}: {s.reason}")
+        progress.log(f"found {len(entries)} images in {readable(str(folder))}")
 
         spec = get_spec(model_id)
         t0 = time.monotonic()
         onnx_path, fingerprint = onnx_model or ensure_onnx(spec, data_dir / "models")
         export_seconds = time.monotonic() - t0
+        options = {
+            "model": {"id": spec.id, "fingerprint": fingerprint},
+            "layouts": list(layout_names),
+            "layout_params": dataclasses.asdict(layout_params),
+            "graph_k": graph_k,
+            "path_power": path_power,
+            "max_pixels": max_pixels,
+            "max_file_bytes": max_file_bytes,
+            "refit_on_drift": refit_on_drift,
+        }
+        inputs = {"fingerprint": inputs_fingerprint(folder, entries, skipped, options)}
+        kept_live = None if relayout else _live_if_unchanged(data_dir, inputs["fingerprint"])
+        if kept_live is not None:
+            progress.log(
+                f"nothing changed since snapshot {kept_live.id} (same files, same options):"
+                " it stays live, no new snapshot written"
+            )
+            return _unchanged_report(kept_live, entries, skipped, started)
         model_key = f"{spec.id}-{fingerprint[:16]}"
         embedder = Embedder(onnx_path, threads=threads, device=device)
 
@@ -231,13 +336,16 @@ def build(
                     "files_seen": len(entries),
                     "embedded": embedded,
                     "reused": len(kept) - embedded,
-                    "skipped": [{"path": s.path, "reason": s.reason} for s in all_skipped][:1000],
+                    "skipped": [
+                        {"path": readable(s.path), "reason": s.reason} for s in all_skipped[:1000]
+                    ],
                     "skipped_count": len(all_skipped),
                     "export_seconds": round(export_seconds, 3),
                     "embed_seconds": round(embed_seconds, 3),
                     "engine": engine,
                 },
                 log=progress.log,
+                inputs=inputs,
             )
         snap_dir = finished.snapshot_dir
         clean_stale(data_dir)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .scan import FileEntry
+from .scan import FileEntry, path_bytes, path_from_bytes
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS embeddings (
@@ -106,17 +106,44 @@ class FileHashes:
     """Content hashes of a collection's files by (size, mtime, inode), so that a
     rescan hashes only new or touched files (the way git's index does). One
     SQLite file per data folder; a stale row costs a re-hash, never a wrong one,
-    because any change to a file changes its mtime or size."""
+    because any change to a file changes its mtime or size.
+
+    Paths (and the root) are stored as their exact bytes (BLOB): a file name
+    need not be UTF-8. Version 0 of this file stored them as TEXT, which could
+    only ever hold UTF-8 names (anything else failed the whole build); it is
+    migrated in place on first open, its hashes kept (SQLite's CAST of TEXT to
+    BLOB is the UTF-8 bytes, which is what os.fsencode gives for such a name).
+    """
+
+    VERSION = 1
 
     def __init__(self, cache_dir: Path, root: Path) -> None:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        self.root = str(root.resolve())
+        self.root = path_bytes(str(root.resolve()))
         self._db = sqlite3.connect(cache_dir / "files.sqlite")
+        with self._db:
+            version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+            if version < self.VERSION:
+                self._migrate()
+
+    def _migrate(self) -> None:
+        self._db.execute("DROP TABLE IF EXISTS files_v1")  # left by a torn migration
         self._db.execute(
-            "CREATE TABLE IF NOT EXISTS files (root TEXT NOT NULL, path TEXT NOT NULL,"
+            "CREATE TABLE files_v1 (root BLOB NOT NULL, path BLOB NOT NULL,"
             " size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, inode INTEGER NOT NULL,"
             " sha256 TEXT NOT NULL, PRIMARY KEY (root, path))"
         )
+        old = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'files'"
+        ).fetchone()
+        if old is not None:
+            self._db.execute(
+                "INSERT OR IGNORE INTO files_v1 SELECT CAST(root AS BLOB), CAST(path AS BLOB),"
+                " size, mtime_ns, inode, sha256 FROM files"
+            )
+            self._db.execute("DROP TABLE files")
+        self._db.execute("ALTER TABLE files_v1 RENAME TO files")
+        self._db.execute(f"PRAGMA user_version = {self.VERSION}")
 
     def __enter__(self) -> FileHashes:
         return self
@@ -128,7 +155,10 @@ class FileHashes:
         rows = self._db.execute(
             "SELECT path, size, mtime_ns, inode, sha256 FROM files WHERE root = ?", (self.root,)
         )
-        return {path: (size, mtime, inode, sha) for path, size, mtime, inode, sha in rows}
+        return {
+            path_from_bytes(path): (size, mtime, inode, sha)
+            for path, size, mtime, inode, sha in rows
+        }
 
     def replace(self, entries: Sequence[FileEntry]) -> None:
         """Remember exactly these files (the last scan) for this collection."""
@@ -136,5 +166,8 @@ class FileHashes:
             self._db.execute("DELETE FROM files WHERE root = ?", (self.root,))
             self._db.executemany(
                 "INSERT INTO files VALUES (?, ?, ?, ?, ?, ?)",
-                [(self.root, e.rel_path, e.size, e.mtime_ns, e.inode, e.sha256) for e in entries],
+                [
+                    (self.root, path_bytes(e.rel_path), e.size, e.mtime_ns, e.inode, e.sha256)
+                    for e in entries
+                ],
             )

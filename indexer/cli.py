@@ -9,6 +9,22 @@ from pathlib import Path
 from .decode import DEFAULT_MAX_PIXELS
 from .layout import FIT_SAMPLE
 from .models import DEFAULT_MODEL, MODELS
+from .scan import DEFAULT_MAX_FILE_BYTES
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def file_size(text: str) -> int:
+    """A size in bytes, with an optional binary unit: 1048576, 500M, 2G, 1.5G."""
+    value = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = value[-1:] if value[-1:] in _UNITS else ""
+    try:
+        size = int(float(value[: len(value) - len(unit)]) * _UNITS[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 1G, 500M)") from None
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"the size must be positive, got {text!r}")
+    return size
 
 
 def add_index_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -32,6 +48,13 @@ def add_index_parser(subparsers: argparse._SubParsersAction) -> None:  # type: i
         help="Ray cluster to join with --engine ray (e.g. auto, host:6379; default: a local one)",
     )
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
+    p.add_argument(
+        "--max-file-size",
+        type=file_size,
+        default=DEFAULT_MAX_FILE_BYTES,
+        metavar="SIZE",
+        help="skip larger files before reading them (bytes, or with K/M/G; default 1G)",
+    )
     p.add_argument(
         "--graph-k", type=int, default=None, help="neighbours per image in the path graph (1-30)"
     )
@@ -73,6 +96,7 @@ def run_index(args: argparse.Namespace) -> int:
     from .engine_ray import RayNotInstalled
     from .layout import LayoutParams
     from .progress import Progress
+    from .scan import readable
     from .snapshot import SnapshotError
 
     if args.address and args.engine != "ray":
@@ -95,6 +119,7 @@ def run_index(args: argparse.Namespace) -> int:
             threads=args.threads,
             device=args.device,
             max_pixels=args.max_pixels,
+            max_file_bytes=args.max_file_size,
             engine=args.engine,
             ray_address=args.address,
             progress=progress,
@@ -113,7 +138,15 @@ def run_index(args: argparse.Namespace) -> int:
     except (NotADirectoryError, ValueError, RayNotInstalled, CacheRowLost, SnapshotError) as exc:
         print(f"pixscape index: {exc}", file=sys.stderr)
         return 2
-    if not args.quiet:
+    data = readable(str(args.data))
+    if not args.quiet and report.unchanged:
+        print(
+            f"nothing changed: snapshot {report.snapshot_id} stays live in {data}"
+            f" ({report.indexed} images, skipped {len(report.skipped)}; no new snapshot written)"
+        )
+        for s in report.skipped:
+            print(f"  skipped {readable(s.path)}: {s.reason}")
+    elif not args.quiet:
         print(
             f"indexed {report.indexed} images ({report.embedded} embedded"
             f"{f' at {report.embed_rate:.0f} images/s' if report.embedded else ''},"
@@ -121,6 +154,6 @@ def run_index(args: argparse.Namespace) -> int:
             f" in {report.seconds:.1f}s (model export {report.export_seconds:.1f}s)"
         )
         for s in report.skipped:
-            print(f"  skipped {s.path}: {s.reason}")
-        print(f"published snapshot {report.snapshot_id} in {args.data}")
+            print(f"  skipped {readable(s.path)}: {s.reason}")
+        print(f"published snapshot {report.snapshot_id} in {data}")
     return 0

@@ -26,7 +26,7 @@ from . import maps as collection_maps
 from .atlas import KeepSheet, build_atlases
 from .cache import CachedItem, CacheRowLost
 from .layout import LayoutParams, knn_needed
-from .scan import FileEntry
+from .scan import FileEntry, readable
 from .snapshot import (
     CatalogRow,
     Snapshot,
@@ -210,11 +210,14 @@ def finish(
     options: FinishOptions,
     build_info: dict[str, Any],
     log: Callable[[str], None],
+    inputs: dict[str, Any] | None = None,
 ) -> Finished:
     """Write and publish the snapshot of `kept` (files with embeddings, any order).
 
     `fetch` looks embeddings up by content hash (EmbeddingCache.get_many); it is
-    asked only for what the previous snapshot cannot supply.
+    asked only for what the previous snapshot cannot supply. `inputs` goes into
+    the manifest as it is: build() records there the fingerprint of the files and
+    options it was given, to know the next time that nothing changed.
     """
     timings: dict[str, float] = {}
     clock = time.monotonic()
@@ -252,7 +255,7 @@ def finish(
     if len(fresh) < len(wanted):
         lost = next(e.rel_path for e in kept if e.sha256 in set(wanted) - set(fresh))
         raise CacheRowLost(
-            f"the embedding cache's row for {lost} was unusable and has been dropped:"
+            f"the embedding cache's row for {readable(lost)} was unusable and has been dropped:"
             " run the build again to embed it anew"
         )
     vectors = np.empty((n, dim), np.float32)
@@ -372,6 +375,7 @@ def finish(
         "metric": "inner_product",
         "next_id": next_id,
         "collection": {"root": str(folder.resolve()), "files_seen": build_info.pop("files_seen")},
+        "inputs": dict(inputs or {}),
         "layouts": list(maps.layouts),
         "maps": collection_maps.manifest_entry(maps, atlas_index),
         "knn": {"file": "knn.npz", "k": k, "recomputed_rows": int(recomputed)},

@@ -31,6 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import index as faiss_index
+from .scan import path_bytes, path_from_bytes
 from .thumbs import THUMB_SUFFIX
 
 FORMAT_VERSION = 1
@@ -44,7 +45,9 @@ class SnapshotError(RuntimeError):
 @dataclass(frozen=True)
 class CatalogRow:
     id: int
-    path: str  # relative to the collection root, POSIX
+    # Relative to the collection root, POSIX, as indexer.scan gives it: the exact
+    # bytes through os.fsencode; shown to people with indexer.scan.readable.
+    path: str
     sha256: str
     size: int
     width: int
@@ -87,14 +90,19 @@ def _write_bytes(path: Path, data: bytes) -> None:
 def _write_catalog(path: Path, rows: Sequence[CatalogRow]) -> None:
     db = sqlite3.connect(path)
     try:
+        # path is the file name's bytes (BLOB): it need not be UTF-8. Catalogs
+        # written before held TEXT; _read_catalog takes either.
         db.execute(
-            "CREATE TABLE images (id INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE,"
+            "CREATE TABLE images (id INTEGER PRIMARY KEY, path BLOB NOT NULL UNIQUE,"
             " sha256 TEXT NOT NULL, size INTEGER NOT NULL, width INTEGER NOT NULL,"
             " height INTEGER NOT NULL, format TEXT NOT NULL, label TEXT)"
         )
         db.executemany(
             "INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(r.id, r.path, r.sha256, r.size, r.width, r.height, r.format, r.label) for r in rows],
+            [
+                (r.id, path_bytes(r.path), r.sha256, r.size, r.width, r.height, r.format, r.label)
+                for r in rows
+            ],
         )
         db.commit()
     finally:
@@ -346,7 +354,9 @@ def _read_catalog(path: Path) -> tuple[CatalogRow, ...]:
         cur = db.execute(
             "SELECT id, path, sha256, size, width, height, format, label FROM images ORDER BY id"
         )
-        return tuple(CatalogRow(*row) for row in cur)
+        return tuple(
+            CatalogRow(image_id, path_from_bytes(rel), *rest) for image_id, rel, *rest in cur
+        )
     finally:
         db.close()
 

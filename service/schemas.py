@@ -9,7 +9,11 @@ MAX_K = 200
 
 class ImageRef(BaseModel):
     id: int = Field(description="catalog id, stable within a snapshot")
-    path: str = Field(description="path relative to the collection folder")
+    path: str = Field(
+        description="path relative to the collection folder, as people read it: bytes"
+        " that are not UTF-8 appear as \\xNN, control characters as \\n, \\t or \\xNN."
+        " Not an identifier: fetch the file by id (image_url)"
+    )
     label: str | None = Field(description="the folder the image sits in, if any")
     thumbnail_url: str
     image_url: str

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from indexer.scan import readable
 from indexer.snapshot import CatalogRow
 
 from .schemas import ImageInfo, ImageRef, ScoredImage
@@ -20,13 +21,15 @@ def _urls(row: CatalogRow) -> dict[str, str]:
 
 
 def image_ref(row: CatalogRow) -> ImageRef:
-    return ImageRef(id=row.id, path=row.path, label=row.label, **_urls(row))
+    # The name as people read it: the catalog's exact bytes need not be UTF-8 (nor
+    # JSON); the file itself is served by id.
+    return ImageRef(id=row.id, path=readable(row.path), label=row.label, **_urls(row))
 
 
 def image_info(row: CatalogRow) -> ImageInfo:
     return ImageInfo(
         id=row.id,
-        path=row.path,
+        path=readable(row.path),
         label=row.label,
         sha256=row.sha256,
         size=row.size,
@@ -44,7 +47,7 @@ def scored_images(
     return [
         ScoredImage(
             id=rows[i].id,
-            path=rows[i].path,
+            path=readable(rows[i].path),
             label=rows[i].label,
             score=round(float(s), 6),
             **_urls(rows[i]),
