@@ -1,6 +1,8 @@
 // The HTTP API, in one place. Every call throws ApiError with the server's
 // own message ({"detail": ...}) so views can show it as it is.
 
+import { askForKey, currentKey } from "./key.js";
+
 export class ApiError extends Error {
   constructor(status, message) {
     super(message);
@@ -18,18 +20,35 @@ function detailText(detail) {
 }
 
 const FRIENDLY = {
+  401: "This collection needs a key, and none was accepted.",
   413: "That file is too large for this server.",
   415: "That file is not an image format pixscape accepts (JPEG, PNG, WebP, GIF, BMP or TIFF).",
   503: "The collection is not ready yet: no snapshot has been published.",
 };
 
-async function request(url, options = {}) {
-  let res;
+async function send(url, options, key) {
+  const headers = new Headers(options.headers || {});
+  if (key) headers.set("X-API-Key", key);
   try {
-    res = await fetch(url, options);
+    return await fetch(url, { ...options, headers });
   } catch (err) {
     if (err.name === "AbortError") throw err;
     throw new ApiError(0, "The server cannot be reached. Is pixscape still running?");
+  }
+}
+
+async function request(url, options = {}) {
+  let key = currentKey();
+  let res = await send(url, options, key);
+  // A read key is set on the server: ask for it (once for all requests in
+  // flight), then try again; a refused key asks again, Cancel gives up.
+  while (res.status === 401) {
+    if (currentKey() === key) {
+      const entered = await askForKey(Boolean(key));
+      if (!entered) break;
+    }
+    key = currentKey();
+    res = await send(url, options, key);
   }
   if (!res.ok) {
     let detail = null;
