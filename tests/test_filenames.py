@@ -216,3 +216,24 @@ def test_a_snapshot_with_a_text_catalog_still_opens(odd: dict, tmp_path: Path) -
     (old / "manifest.json").write_text(json.dumps(manifest))
     publish(data, old)
     assert open_snapshot(data).rows == snap.rows
+
+
+def test_an_odd_name_can_be_removed_through_the_admin_api(
+    tmp_path: Path, models_dir: Path
+) -> None:
+    collection = tmp_path / "collection"
+    odd = b"caf\xe9 \xff.png"
+    for name, src in zip([odd, b"a.png", b"b.png"], _pngs(3), strict=True):
+        _put(collection, name, src.read_bytes())
+    data = fresh_data_dir(tmp_path, models_dir)
+    build(collection, data, layouts="grid")
+    settings = Settings(data_dir=data, admin_key="admin-secret")
+    with TestClient(create_app(settings)) as c:
+        images = c.get("/api/images").json()["images"]
+        target = next(img for img in images if img["path"] == "caf\\xe9 \\xff.png")
+        res = c.delete(f"/api/images/{target['id']}", headers={"X-API-Key": "admin-secret"})
+        assert res.status_code == 200, res.text
+        assert res.json()["moved_to"].endswith("/caf\\xe9 \\xff.png")
+    moved = [p for p in (data / "removed").rglob("*") if p.is_file()]
+    assert [os.fsencode(p.name) for p in moved] == [odd]
+    assert not os.path.exists(os.fsencode(collection) + b"/" + odd)

@@ -31,6 +31,7 @@ from indexer.build import build
 from indexer.decode import DecodeError, decode_image
 from indexer.graph import DEFAULT_K, DEFAULT_POWER
 from indexer.layout import LayoutParams
+from indexer.scan import readable
 from indexer.snapshot import Snapshot, fsync_dir
 
 from ..deps import HolderDep, LiveDep, PoolDep, SettingsDep, image_row, require_admin
@@ -270,5 +271,5 @@ async def remove_image(
         snapshot=snapshot.id,
         took_ms=round((time.perf_counter() - started) * 1000, 2),
         id=image_id,
-        moved_to=str(target.relative_to(settings.data_dir)),
+        moved_to=readable(str(target.relative_to(settings.data_dir))),  # names need not be UTF-8
     )
