@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from .deps import Pool, require_read
-from .middleware import BodyLimit, SecurityHeaders, UploadAdmission
+from .middleware import BodyDeadline, BodyLimit, SecurityHeaders
 from .routes import admin, images, maps, meta, paths, search
 from .schemas import ErrorBody
 from .settings import Settings
@@ -30,8 +30,6 @@ BUNDLED_WEB = Path(__file__).resolve().parent / "web"
 DOCS_ASSETS = Path(fastapi_offline.__file__).resolve().parent / "static"
 # Multipart framing around an upload: the body cap is the upload cap plus this.
 MULTIPART_SLACK = 64 * 1024
-# POST routes that take an image upload: admitted before their body is read.
-UPLOAD_ROUTES = ("/api/search", "/api/path", "/api/images")
 # Answers every read route may give, whatever it does (a route's own entry wins).
 READ_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "missing or wrong API key (PIXSCAPE_READ_KEY is set)"},
@@ -99,7 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_headers=["X-API-Key", "Authorization", "Content-Type"],
         )
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + MULTIPART_SLACK)
-    app.add_middleware(UploadAdmission, gate=app.state.pool, paths=UPLOAD_ROUTES)
+    app.add_middleware(BodyDeadline, timeout=settings.body_timeout)
     app.add_middleware(SecurityHeaders)
     return app
 

@@ -44,23 +44,17 @@ class Pool:
 
     At most `size` jobs run and `queue_limit` wait; past that a request is refused
     at once with 503 and Retry-After rather than queueing without end.
+
+    This is the one place requests are admitted. A route reaches `run` only after
+    its body has arrived (FastAPI parses it first) and its key was checked (router
+    dependencies), so a client that is slow to send, or not allowed, never holds a
+    slot; the body's own bounds are middleware.BodyLimit and BodyDeadline.
     """
 
     def __init__(self, size: int, queue_limit: int) -> None:
         self._limiter = CapacityLimiter(size)
         self._capacity = size + queue_limit
         self._in_flight = 0  # touched only on the event loop thread
-        self._uploads = 0  # uploads admitted by UploadAdmission, same thread
-
-    def try_admit(self) -> bool:
-        """Take an upload slot if one is free (see middleware.UploadAdmission)."""
-        if self._uploads >= self._capacity:
-            return False
-        self._uploads += 1
-        return True
-
-    def release(self) -> None:
-        self._uploads -= 1
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         if self._in_flight >= self._capacity:

@@ -1,12 +1,14 @@
-"""Pure ASGI middleware: security headers, a streaming cap on request bodies, and
-admission control for uploads."""
+"""Pure ASGI middleware: security headers, and bounds on receiving a request body
+(a size cap and a deadline) whose refusals the client can read.
+
+Admission to the worker pool is not here: see deps.Pool.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
-from typing import Protocol
 
+import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # The page is plain files from this origin: nothing inline, nothing from elsewhere.
@@ -59,114 +61,164 @@ class SecurityHeaders:
             raise
 
 
-class _BodyTooLarge(Exception):
+class _Exchange:
+    """One request's response side, so that a middleware can answer from inside
+    `receive` (frameworks turn an exception raised while they parse a body into their
+    own 400, which must not reach the client after the real answer)."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+        self.answered = False
+
+    async def send(self, message: Message) -> None:
+        if self.answered:
+            return  # our answer already went out; drop the app's own
+        self.started = self.started or message["type"] == "http.response.start"
+        await self._send(message)
+
+    async def answer(
+        self, status: int, detail: str, *extra: tuple[bytes, bytes], close: bool
+    ) -> None:
+        """Send this error unless a response has begun (then the app's stands)."""
+        if not self.started and not self.answered:
+            self.answered = True
+            await send_error(self._send, status, detail, *extra, close=close)
+
+
+class _BodyTimedOut(Exception):
     pass
 
 
-class BodyLimit:
-    """Refuses request bodies over `limit` bytes with 413, while they stream.
+class BodyDeadline:
+    """Gives a request `timeout` seconds in all, from its headers, to send its body;
+    then it is answered 408 and its connection closed.
 
-    A declared Content-Length over the limit is refused before reading; a chunked
-    body without one is counted as it arrives and cut off when it passes the limit.
+    Without it a client that sends headers and then a byte a second keeps its
+    connection, its buffers and the coroutine reading its body for as long as it
+    likes, and enough such clients starve everyone else. Only reading the body is
+    timed: once it is complete, waiting on `receive` (for a disconnect) is not.
     """
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, timeout: float) -> None:
         self.app = app
-        self.limit = limit
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers", [])).get(b"content-length")
+        deadline = anyio.current_time() + self.timeout
+        exchange = _Exchange(send)
+        complete = False
+
+        async def timed_receive() -> Message:
+            nonlocal complete
+            if complete:
+                return await receive()
+            message: Message | None = None
+            left = deadline - anyio.current_time()
+            if left > 0:
+                with anyio.move_on_after(left):
+                    message = await receive()
+            if message is None:
+                detail = f"request body not received within {self.timeout:g} s"
+                await exchange.answer(408, detail, close=True)
+                raise _BodyTimedOut
+            complete = message["type"] != "http.request" or not message.get("more_body", False)
+            return message
+
+        try:
+            await self.app(scope, timed_receive, exchange.send)
+        except _BodyTimedOut:
+            pass  # answered with 408 above (or the response had already begun)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Refuses request bodies over `limit` bytes with a 413 the client can read.
+
+    A declared Content-Length over the limit is refused before the app sees it; a
+    chunked body is counted as it arrives and refused when it passes the limit.
+
+    Closing a connection while its request body is still arriving makes the kernel
+    answer the unread bytes with a reset, and a client that is still sending then
+    often sees ECONNRESET instead of the 413. So the rest of the body is first read
+    and discarded (twice the limit in all, at most, and within BodyDeadline's
+    deadline) and the 413 goes out on a connection that stays usable. A body that
+    declares or turns out to be larger than that, or one the client holds back
+    (Expect: 100-continue), gets its 413 and then the connection is closed:
+    reading gigabytes to be polite is not a bounded cost.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+        self.detail = f"request body larger than the {limit:,} byte limit"
+        self.discard_budget = 2 * limit  # bytes read in all, at most, from a refused body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers", []))
+        exchange = _Exchange(send)
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(send)
+            waiting = headers.get(b"expect", b"").lower() == b"100-continue"
+            read_all = not waiting and int(declared) <= self.discard_budget
+            read_all = read_all and await self._discard(receive, self.discard_budget)
+            await exchange.answer(413, self.detail, close=not read_all)
             return
         received = 0
-        started = refused = False
 
         async def counting_receive() -> Message:
-            nonlocal received, refused
+            nonlocal received
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
-                    # Answer now: frameworks may turn an exception raised while
-                    # parsing a body into their own 400.
-                    if not started and not refused:
-                        refused = True
-                        await self._refuse(send)
+                    read_all = not message.get("more_body", False) or await self._discard(
+                        receive, self.discard_budget - received
+                    )
+                    await exchange.answer(413, self.detail, close=not read_all)
                     raise _BodyTooLarge
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if refused:
-                return  # the 413 already went out; drop the app's own answer
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            await self.app(scope, counting_receive, exchange.send)
         except _BodyTooLarge:
             pass  # answered with 413 above (or the response had already begun)
 
-    async def _refuse(self, send: Send) -> None:
-        detail = f"request body larger than the {self.limit:,} byte limit"
-        await send_error(send, 413, detail)
+    @staticmethod
+    async def _discard(receive: Receive, budget: int) -> bool:
+        """Read the rest of the body and drop it: True if it ended within `budget`
+        bytes, False if it ran past them or the client went away."""
+        while budget >= 0:
+            message = await receive()
+            if message["type"] != "http.request":
+                return False
+            budget -= len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return budget >= 0
+        return False
 
 
-async def send_error(send: Send, status: int, detail: str, *extra: tuple[bytes, bytes]) -> None:
-    """A JSON error answered before the app has read the request body.
-
-    `connection: close`, because the unread body is still on the wire.
-    """
+async def send_error(
+    send: Send, status: int, detail: str, *extra: tuple[bytes, bytes], close: bool = True
+) -> None:
+    """A JSON error answered by middleware. `close` when the request body may still
+    be on the wire: the connection cannot carry another request after it."""
     body = json.dumps({"detail": detail}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"connection", b"close"),
-                *extra,
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *extra,
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
-
-
-class Gate(Protocol):
-    def try_admit(self) -> bool: ...
-    def release(self) -> None: ...
-
-
-class UploadAdmission:
-    """Refuses an upload with 503 + Retry-After before reading its body when the
-    worker pool is full.
-
-    Checking only when the handler hands work to the pool (as GET routes do) lets a
-    crowd of uploads spend the event loop on multipart parsing just to be refused;
-    measured with 48 clients on 2 cores, that put the 503's p99 at ~500 ms. Here an
-    upload holds a slot from its first byte to its last, so the refusal costs
-    nothing and no more than the pool's capacity of bodies sit in memory.
-    """
-
-    def __init__(self, app: ASGIApp, gate: Gate, paths: Collection[str]) -> None:
-        self.app = app
-        self.gate = gate
-        self.paths = frozenset(paths)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] not in self.paths:
-            await self.app(scope, receive, send)
-            return
-        if not self.gate.try_admit():
-            detail = "server busy: too many requests in progress, retry shortly"
-            await send_error(send, 503, detail, (b"retry-after", b"1"))
-            return
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.gate.release()

@@ -17,6 +17,9 @@ class Settings(BaseSettings):
     port: int = 8000
     max_upload_bytes: int = Field(25 * 1024 * 1024, ge=1024)
     max_pixels: int = Field(80_000_000, ge=1)
+    body_timeout: float = Field(
+        10.0, gt=0, description="seconds a request may take to send its body; then 408"
+    )
     default_k: int = Field(20, ge=1)
     workers: int = Field(2, ge=1, description="threads for decode, inference and search")
     inference_threads: int = Field(1, ge=0, description="onnxruntime threads per query")

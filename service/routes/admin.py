@@ -191,6 +191,7 @@ async def reload(holder: HolderDep, pool: PoolDep) -> ReloadResponse:
 async def add_images(
     live: LiveDep,
     holder: HolderDep,
+    pool: PoolDep,
     settings: SettingsDep,
     lock: LockDep,
     files: Annotated[list[UploadFile], File(description="one or more images")],
@@ -211,7 +212,7 @@ async def add_images(
     for upload in files:
         data = await read_upload(upload, settings.max_upload_bytes)
         try:
-            decoded = await anyio.to_thread.run_sync(decode_image, data, settings.max_pixels)
+            decoded = await pool.run(decode_image, data, settings.max_pixels)
         except DecodeError as exc:
             status = 415 if exc.unsupported else 400
             detail = f"{upload.filename}: {exc.reason}"
