@@ -19,7 +19,7 @@ from service.app import create_app
 from service.routes.maps import decode_binary
 from service.settings import Settings
 
-from .conftest import PHOTOS, fresh_data_dir, make_collection, needs_photos
+from .conftest import fresh_data_dir, make_collection, sample_photos
 
 ADMIN, READ = "admin-key-789", "read-key-789"
 
@@ -37,10 +37,9 @@ def site(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator
 
 
 def photo(i: int) -> bytes:
-    return sorted(PHOTOS.iterdir())[-1 - i].read_bytes()  # photos the collection lacks
+    return sample_photos()[-1 - i].read_bytes()  # photos the collection lacks
 
 
-@needs_photos
 def test_an_added_image_is_searchable_and_on_the_map_at_once(site: dict) -> None:
     client: TestClient = site["client"]
     before = open_snapshot(site["data"])
@@ -69,7 +68,6 @@ def test_an_added_image_is_searchable_and_on_the_map_at_once(site: dict) -> None
         assert again.get(f"/api/images/{added['id']}").status_code == 200
 
 
-@needs_photos
 def test_removing_moves_the_file_out_and_drops_the_image(site: dict) -> None:
     client: TestClient = site["client"]
     res = client.post(
@@ -93,7 +91,6 @@ def test_removing_moves_the_file_out_and_drops_the_image(site: dict) -> None:
     assert snap.manifest["next_id"] > added["id"]
 
 
-@needs_photos
 def test_concurrent_additions_are_serialised_and_all_land(site: dict) -> None:
     client: TestClient = site["client"]
     results: list[int] = []
@@ -115,7 +112,6 @@ def test_concurrent_additions_are_serialised_and_all_land(site: dict) -> None:
         assert q.json()["snapshot"] == snap.id
 
 
-@needs_photos
 def test_an_add_after_an_outside_build_uses_the_snapshot_published_since(site: dict) -> None:
     """`pixscape index` of the same data folder publishes (and prunes) behind the
     service's back: the next add must not re-index from the pruned snapshot."""

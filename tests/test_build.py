@@ -24,7 +24,7 @@ from indexer.decode import center_crop, decode_image
 from indexer.embed import Embedder
 from indexer.snapshot import CORE_FILES, current_id, open_snapshot
 
-from .conftest import Built, fresh_data_dir, make_collection, needs_photos, sample_images
+from .conftest import Built, fresh_data_dir, make_collection, sample_images
 
 
 def test_snapshot_follows_the_contract(built: Built) -> None:
@@ -103,7 +103,6 @@ def _variants(im: Image.Image) -> list[bytes]:
     return out
 
 
-@needs_photos
 def test_edited_copies_of_photos_find_their_original(built: Built) -> None:
     snap = built.snapshot
     photo_rows = [r for r in snap.rows if r.label == "photos"][::8]
@@ -182,7 +181,6 @@ def cache_rows(data: Path) -> int:
         return 0
 
 
-@needs_photos
 def test_killed_build_never_publishes_a_partial_snapshot(tmp_path: Path, models_dir: Path) -> None:
     collection = make_collection(tmp_path / "collection", photos=120)
     data = fresh_data_dir(tmp_path, models_dir)

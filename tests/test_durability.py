@@ -16,7 +16,7 @@ import numpy as np
 from indexer.build import build
 from indexer.snapshot import current_id, open_snapshot
 
-from .conftest import ROOT, fresh_data_dir, make_collection, needs_photos
+from .conftest import ROOT, fresh_data_dir, make_collection
 from .test_build import cache_rows
 
 KILLS = 4
@@ -29,7 +29,6 @@ def _content(data: Path) -> tuple[list[tuple[str, str]], np.ndarray, list[bytes]
     return rows, np.asarray(snap.vectors), thumbs
 
 
-@needs_photos
 def test_random_kills_never_break_current_and_resume_to_the_same_snapshot(
     tmp_path: Path, models_dir: Path
 ) -> None:

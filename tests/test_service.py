@@ -18,7 +18,7 @@ from indexer.build import build
 from service.app import create_app
 from service.settings import Settings
 
-from .conftest import Built, fresh_data_dir, make_collection, needs_photos
+from .conftest import Built, fresh_data_dir, make_collection
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +177,6 @@ def test_no_snapshot_yet_is_503(tmp_path: Path) -> None:
         assert res.status_code == 503 and "pixscape index" in res.json()["detail"]
 
 
-@needs_photos
 def test_a_new_snapshot_is_picked_up_without_restart(tmp_path: Path, models_dir: Path) -> None:
     collection = make_collection(tmp_path / "collection", photos=5)
     data = fresh_data_dir(tmp_path, models_dir)

@@ -27,7 +27,7 @@ from PIL import Image, ImageChops, ImageStat
 from service.app import create_app
 from service.settings import Settings
 
-from .conftest import ROOT, Built, needs_photos
+from .conftest import ROOT, Built
 
 sync_api = pytest.importorskip("playwright.sync_api")
 
@@ -165,7 +165,6 @@ def test_header_shows_the_collection(page, built: Built) -> None:
         assert alt.strip()
 
 
-@needs_photos
 def test_upload_a_photo_finds_its_original_first(page, built: Built) -> None:
     row = photo_row(built)
     page.goto("/")
@@ -418,7 +417,6 @@ def test_clicking_the_map_opens_the_image_panel(page, server: str, built: Built)
     shot(page, "map-panel")
 
 
-@needs_photos
 def test_an_upload_is_shown_on_the_map(page, server: str, built: Built) -> None:
     assert _has_maps(server), "the snapshot has no maps: /api/maps is empty"
     row = photo_row(built)
