@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +12,16 @@ from indexer.embed import Embedder
 from indexer.snapshot import Snapshot, SnapshotError, current_id, open_snapshot
 
 log = logging.getLogger("pixscape.service")
+# An absolute path left in a message: starts a word with "/" (not "a/b").
+_ABSOLUTE = re.compile(r"(?<![\w.~-])/[^\s'\"()]+")
+
+
+def without_paths(text: str, data_dir: Path) -> str:
+    """`text` with no absolute path in it: files of the data folder are named
+    relative to it (snapshots/<id>/vectors.npy), any other path as <path>."""
+    for root in {os.path.realpath(data_dir), str(data_dir.absolute())}:
+        text = text.replace(root.rstrip("/") + "/", "")
+    return _ABSOLUTE.sub("<path>", text)
 
 
 @dataclass(frozen=True)
@@ -44,6 +56,7 @@ class SnapshotHolder:
         try:
             wanted = current_id(self.data_dir)
         except SnapshotError as exc:
+            # What CURRENT holds (perhaps an absolute path) stays in the log.
             return self._refuse(str(exc), "CURRENT does not name a snapshot folder")
         if wanted is None:
             return False
@@ -55,8 +68,9 @@ class SnapshotHolder:
         # Whatever fails while opening a snapshot's files (a bad .npy is a
         # ValueError, a bad catalog an sqlite3 error) means: refuse this one.
         except Exception as exc:
+            reason = without_paths(str(exc), self.data_dir)
             return self._refuse(
-                f"refusing snapshot {wanted}: {exc}", f"snapshot {wanted} is broken"
+                f"refusing snapshot {wanted}: {exc}", f"snapshot {wanted} is broken ({reason})"
             )
         self.live, self.error = live, None
         log.info("serving snapshot %s (%d images)", wanted, live.snapshot.count)
@@ -68,7 +82,7 @@ class SnapshotHolder:
         `error` reaches anyone who asks (the 503 body): the details name files
         under the data folder, so they go to the server log only.
         """
-        error = f"{public}: see the server log"
+        error = f"{public}; the server log has more"
         if error != self.error:
             log.error("%s; keeping %s", detail, self.live.snapshot.id if self.live else "none")
         self.error = error
