@@ -24,8 +24,10 @@ have on disk:
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,7 +150,17 @@ def export_onnx(spec: ModelSpec, dest: Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=".export-", suffix=".onnx", dir=dest.parent)
     os.close(fd)
     try:
-        with torch.no_grad():
+        # Two named notices of torch's own exporter, neither about our model: it
+        # logs one line per torchvision op it cannot register (torchvision is
+        # deliberately absent, DESIGN.md), and torch.export's pytree pickling warns
+        # that its own LeafSpec check is deprecated. Only these two are silenced.
+        registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+        level = registration.level
+        registration.setLevel(logging.ERROR)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=r"`isinstance\(treespec, LeafSpec\)`", category=FutureWarning
+            )
             program = torch.onnx.export(
                 module,
                 (example,),
@@ -165,6 +177,7 @@ def export_onnx(spec: ModelSpec, dest: Path) -> Path:
             os.fsync(fh.fileno())
         os.replace(tmp, dest)
     finally:
+        registration.setLevel(level)
         if os.path.exists(tmp):
             os.unlink(tmp)
     return dest
