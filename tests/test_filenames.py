@@ -218,9 +218,7 @@ def test_a_snapshot_with_a_text_catalog_still_opens(odd: dict, tmp_path: Path) -
     assert open_snapshot(data).rows == snap.rows
 
 
-def test_an_odd_name_can_be_removed_through_the_admin_api(
-    tmp_path: Path, models_dir: Path
-) -> None:
+def test_an_odd_name_can_be_removed_through_the_admin_api(tmp_path: Path, models_dir: Path) -> None:
     collection = tmp_path / "collection"
     odd = b"caf\xe9 \xff.png"
     for name, src in zip([odd, b"a.png", b"b.png"], _pngs(3), strict=True):
