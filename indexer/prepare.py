@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .decode import crop_center, decode_image, resize_short_side
+from .decode import INDEX_BUDGET_BYTES, center_crop, decode_image
 from .scan import FileEntry
-from .thumbs import THUMB_SIZE, make_thumbnail
+from .thumbs import make_thumbnail
 
 
 @dataclass(frozen=True)
@@ -30,18 +30,14 @@ def prepare(entry: FileEntry, input_size: int, max_pixels: int) -> Prepared:
 
     Raises DecodeError (with the reason) for a file that cannot be used.
     """
-    decoded = decode_image(entry.abs_path, max_pixels=max_pixels)
-    resized = resize_short_side(decoded.image, input_size)
-    # The thumbnail comes from the model's (smaller) resize when that is still
-    # big enough and not upscaled: resampling the original twice costs a fifth
-    # of the per-image CPU time.
-    shrunk = resized.size[0] < decoded.image.size[0]
-    source = resized if shrunk and max(resized.size) >= THUMB_SIZE else decoded.image
+    decoded = decode_image(entry.abs_path, max_pixels=max_pixels, budget_bytes=INDEX_BUDGET_BYTES)
+    # Both come from the decoder's working-size image (short side at most twice
+    # WORKING_SHORT_SIDE), so neither resamples a big original.
     return Prepared(
         sha256=entry.sha256,
-        pixels=crop_center(resized, input_size),
+        pixels=center_crop(decoded.image, input_size),
         width=decoded.width,
         height=decoded.height,
         format=decoded.format,
-        thumbnail=make_thumbnail(source),
+        thumbnail=make_thumbnail(decoded.image),
     )
