@@ -149,13 +149,15 @@ def stop(proc: subprocess.Popen) -> None:
 
 class ServerURL(str):
     """The base URL of a running server; `ready_s` is how long /api/health took to say ok
-    after the process was started."""
+    after the process was started, `pid` the server's process id."""
 
     ready_s: float
+    pid: int
 
-    def __new__(cls, base: str, ready_s: float) -> ServerURL:
+    def __new__(cls, base: str, ready_s: float, pid: int) -> ServerURL:
         url = super().__new__(cls, base)
         url.ready_s = ready_s
+        url.pid = pid
         return url
 
 
@@ -192,7 +194,7 @@ def serve(
             )
         try:
             ready = wait_healthy(base, proc, log_path, timeout)
-            yield ServerURL(base, ready)
+            yield ServerURL(base, ready, proc.pid)
         finally:
             stop(proc)
             note(f"server stopped (exit {proc.returncode})")
