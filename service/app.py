@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from .deps import Pool, require_read
+from .errors import add_error_handler
 from .middleware import BodyDeadline, BodyLimit, SecurityHeaders
 from .routes import admin, images, maps, meta, paths, search
 from .schemas import ErrorBody
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.holder = holder
     app.state.pool = Pool(settings.workers, settings.queue_limit)
     app.state.admin_lock = asyncio.Lock()  # admin calls (add, remove) one at a time
+    add_error_handler(app)  # the domain's typed refusals -> their status codes
     app.include_router(meta.public)
     app.include_router(admin.router)
     for module in (search, images, paths, maps, meta):

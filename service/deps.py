@@ -9,10 +9,8 @@ from typing import Annotated, TypeVar
 
 import anyio.to_thread
 from anyio import CapacityLimiter
-from fastapi import Depends, HTTPException, Request, Security
+from fastapi import Depends, HTTPException, Path, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-
-from indexer.snapshot import CatalogRow
 
 from .settings import Settings
 from .state import Live, SnapshotHolder
@@ -189,19 +187,9 @@ def require_admin(
         )
 
 
-def image_index(live: Live, image_id: int) -> int:
-    """The snapshot row of catalog id `image_id`; 404 when no image has it."""
-    row = live.snapshot.row_of(image_id)
-    if row is None:
-        raise HTTPException(status_code=404, detail=f"no image with id {image_id}")
-    return row
-
-
-def image_row(live: Live, image_id: int) -> CatalogRow:
-    return live.snapshot.rows[image_index(live, image_id)]
-
-
 LiveDep = Annotated[Live, Depends(get_live)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PoolDep = Annotated[Pool, Depends(get_pool)]
 HolderDep = Annotated[SnapshotHolder, Depends(get_holder)]
+# A catalog id in a route's path; Live.row_index finds it (or answers 404).
+ImageId = Annotated[int, Path(ge=0, le=2**31 - 1, description="catalog id")]

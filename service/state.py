@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from indexer.embed import Embedder
-from indexer.snapshot import Snapshot, SnapshotError, current_id, open_snapshot
+from indexer.snapshot import CatalogRow, Snapshot, SnapshotError, current_id, open_snapshot
+
+from .errors import UnknownImage
 
 log = logging.getLogger("pixscape.service")
 # An absolute path left in a message: starts a word with "/" (not "a/b").
@@ -30,6 +32,16 @@ class Live:
 
     snapshot: Snapshot
     embedder: Embedder
+
+    def row_index(self, image_id: int) -> int:
+        """The snapshot row of catalog id `image_id`; UnknownImage when no image has it."""
+        found = self.snapshot.row_of(image_id)
+        if found is None:
+            raise UnknownImage(image_id)
+        return found
+
+    def row(self, image_id: int) -> CatalogRow:
+        return self.snapshot.rows[self.row_index(image_id)]
 
 
 class SnapshotHolder:

@@ -28,19 +28,17 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, Uplo
 from pydantic import BaseModel, Field
 
 from indexer.build import build
-from indexer.decode import DecodeError, decode_image
 from indexer.graph import DEFAULT_K, DEFAULT_POWER
 from indexer.layout import LayoutParams
 from indexer.scan import readable
 from indexer.snapshot import Snapshot, fsync_dir
 
-from ..deps import HolderDep, LiveDep, PoolDep, SettingsDep, image_row, require_admin
+from ..deps import HolderDep, ImageId, LiveDep, PoolDep, SettingsDep, require_admin
 from ..schemas import ErrorBody, ImageRef, ReloadResponse
 from ..settings import Settings
 from ..state import Live, SnapshotHolder
+from ..uploads import decode_upload, read_upload
 from ..views import image_ref
-from .images import ImageId
-from .search import read_upload
 
 router = APIRouter(
     tags=["admin"],
@@ -211,12 +209,8 @@ async def add_images(
     named: list[tuple[str, bytes]] = []
     for upload in files:
         data = await read_upload(upload, settings.max_upload_bytes)
-        try:
-            decoded = await pool.run(decode_image, data, settings.max_pixels)
-        except DecodeError as exc:
-            status = 415 if exc.unsupported else 400
-            detail = f"{upload.filename}: {exc.reason}"
-            raise HTTPException(status_code=status, detail=detail) from exc
+        name = str(upload.filename)  # starlette makes an UploadFile only for a named part
+        decoded = await pool.run(decode_upload, data, settings.max_pixels, name)
         digest = hashlib.sha256(data).hexdigest()
         named.append((f"{digest[:20]}{_EXTENSIONS[decoded.format]}", data))
     async with lock:
@@ -254,7 +248,7 @@ async def remove_image(
     started = time.perf_counter()
     async with lock:
         live = await _latest(holder)
-        row = image_row(live, image_id)
+        row = live.row(image_id)
         root = Path(os.path.realpath(live.snapshot.collection_root))
         source = Path(os.path.realpath(root / row.path))
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

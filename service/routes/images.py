@@ -9,20 +9,19 @@ import os
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse
 
 from indexer import index as faiss_index
 from indexer.decode import MIME_TYPES
 from indexer.thumbs import THUMB_MIME
 
-from ..deps import LiveDep, PoolDep, SettingsDep, image_index, image_row
+from ..deps import ImageId, LiveDep, PoolDep, SettingsDep
 from ..schemas import MAX_K, ErrorBody, ImageInfo, ImagePage, SimilarResponse
 from ..views import image_info, image_ref, scored_images
 
 router = APIRouter(tags=["images"])
 
-ImageId = Annotated[int, Path(ge=0, le=2**31 - 1, description="catalog id")]
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "no image with this id"}
 }
@@ -58,7 +57,7 @@ def list_images(
 
 @router.get("/api/images/{image_id}", response_model=ImageInfo, responses=NOT_FOUND)
 def get_image(live: LiveDep, image_id: ImageId) -> ImageInfo:
-    return image_info(image_row(live, image_id))
+    return image_info(live.row(image_id))
 
 
 @router.get(
@@ -75,7 +74,7 @@ async def similar(
     k: Annotated[int | None, Query(ge=1, le=MAX_K)] = None,
 ) -> SimilarResponse:
     started = time.perf_counter()
-    at = image_index(live, image_id)
+    at = live.row_index(image_id)
     row = live.snapshot.rows[at]
     k = k or settings.default_k
 
@@ -101,7 +100,7 @@ async def similar(
 def thumbnail(
     live: LiveDep, image_id: ImageId, v: Annotated[str | None, Query(max_length=64)] = None
 ) -> FileResponse:
-    row = image_row(live, image_id)
+    row = live.row(image_id)
     return FileResponse(
         live.snapshot.thumbnail_path(image_id),
         media_type=THUMB_MIME,
@@ -117,7 +116,7 @@ def thumbnail(
 def original(
     live: LiveDep, image_id: ImageId, v: Annotated[str | None, Query(max_length=64)] = None
 ) -> FileResponse:
-    row = image_row(live, image_id)
+    row = live.row(image_id)
     root = os.path.realpath(live.snapshot.collection_root)
     path = os.path.realpath(os.path.join(root, row.path))
     # The catalog is ours, but the folder is the user's: a file swapped for a

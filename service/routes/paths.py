@@ -24,8 +24,8 @@ from indexer.snapshot import Snapshot
 from ..deps import LiveDep, PoolDep, SettingsDep
 from ..schemas import ErrorBody, ImageRef, QueryInfo
 from ..state import Live
+from ..uploads import embed_query, read_upload
 from ..views import image_ref
-from .search import embed_query, read_upload
 
 router = APIRouter(tags=["paths"])
 
@@ -261,12 +261,7 @@ def solve(live: Live, ends: tuple[int | _Upload, int | _Upload], opts: PathOptio
     count = snapshot.count
     ids = snapshot.ids
 
-    def row(image_id: int) -> int:
-        found = snapshot.row_of(image_id)
-        if found is None:
-            raise HTTPException(status_code=404, detail=f"no image with id {image_id}")
-        return found
-
+    row = live.row_index  # UnknownImage (404) for an id no image has
     requested = [row(e) if isinstance(e, int) else e for e in (ends[0], *opts.via, ends[1])]
     avoided = [row(i) for i in opts.avoid]
     engine = _engine(snapshot)

@@ -5,46 +5,17 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-import numpy as np
-from fastapi import APIRouter, File, HTTPException, Query, UploadFile
+from fastapi import APIRouter, File, Query, UploadFile
 
 from indexer import index as faiss_index
-from indexer.decode import DecodeError, center_crop, decode_image
 
 from ..deps import LiveDep, PoolDep, SettingsDep
-from ..schemas import MAX_K, ErrorBody, QueryInfo, SearchResponse
-from ..state import Live
+from ..schemas import MAX_K, ErrorBody, SearchResponse
+from ..uploads import embed_query, read_upload
 from ..views import scored_images
 from .maps import placement
 
 router = APIRouter(tags=["search"])
-
-_UPLOAD_CHUNK = 1 << 16
-
-
-async def read_upload(upload: UploadFile, limit: int) -> bytes:
-    """The upload's bytes, refusing (413) as soon as they pass `limit`."""
-    chunks, total = [], 0
-    while chunk := await upload.read(_UPLOAD_CHUNK):
-        total += len(chunk)
-        if total > limit:
-            raise HTTPException(
-                status_code=413, detail=f"upload larger than the {limit:,} byte limit"
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def embed_query(live: Live, data: bytes, max_pixels: int) -> tuple[np.ndarray, QueryInfo]:
-    """Decode and embed one uploaded image exactly as the indexer did its files."""
-    try:
-        decoded = decode_image(data, max_pixels=max_pixels)
-    except DecodeError as exc:
-        status = 415 if exc.unsupported else 400
-        raise HTTPException(status_code=status, detail=exc.reason) from exc
-    pixels = center_crop(decoded.image, live.embedder.input_size)
-    vector = live.embedder.embed(pixels[None])[0]
-    return vector, QueryInfo(width=decoded.width, height=decoded.height, format=decoded.format)
 
 
 @router.post(

@@ -1,0 +1,61 @@
+"""The service's typed refusals: one handler gives each its status code and
+FastAPI's own error body."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from service import errors
+from service.errors import (
+    InvalidPath,
+    NoPath,
+    NoPathGraph,
+    ServiceError,
+    UnknownImage,
+    UnreadableImage,
+    UploadTooLarge,
+    add_error_handler,
+)
+
+CASES: list[tuple[ServiceError, int]] = [
+    (UnknownImage(7), 404),
+    (UploadTooLarge(1000), 413),
+    (UnreadableImage("not an image", unsupported=True), 415),
+    (UnreadableImage("truncated", unsupported=False), 400),
+    (InvalidPath("image 3 twice"), 422),
+    (NoPath("no acceptable path from image 1 to image 2"), 409),
+    (NoPathGraph("snapshot x has no path graph"), 409),
+]
+
+
+def _all_types(cls: type[ServiceError]) -> set[type[ServiceError]]:
+    return {cls} | {t for sub in cls.__subclasses__() for t in _all_types(sub)}
+
+
+def test_every_error_type_has_a_status() -> None:
+    # A type added without its code in status_of would be a 500 in production.
+    assert {type(exc) for exc, _ in CASES} == _all_types(ServiceError) - {ServiceError}
+    for exc, status in CASES:
+        assert errors.status_of(exc) == status
+
+
+@pytest.mark.parametrize(("exc", "status"), CASES, ids=lambda c: type(c).__name__)
+def test_the_handler_answers_like_an_http_exception(exc: ServiceError, status: int) -> None:
+    app = FastAPI()
+    add_error_handler(app)
+
+    @app.get("/raise")
+    def raising() -> None:
+        raise exc
+
+    res = TestClient(app).get("/raise")
+    assert res.status_code == status
+    assert res.headers["content-type"] == "application/json"
+    assert res.json() == {"detail": exc.detail}
+
+
+def test_unknown_image_names_the_id() -> None:
+    assert UnknownImage(42).detail == "no image with id 42"
+    assert UploadTooLarge(1_000_000).detail == "upload larger than the 1,000,000 byte limit"
