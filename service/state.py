@@ -5,8 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 from indexer.embed import Embedder
 from indexer.snapshot import CatalogRow, Snapshot, SnapshotError, current_id, open_snapshot
@@ -16,6 +19,7 @@ from .errors import UnknownImage
 log = logging.getLogger("pixscape.service")
 # An absolute path left in a message: starts a word with "/" (not "a/b").
 _ABSOLUTE = re.compile(r"(?<![\w.~-])/[^\s'\"()]+")
+T = TypeVar("T")
 
 
 def without_paths(text: str, data_dir: Path) -> str:
@@ -26,12 +30,50 @@ def without_paths(text: str, data_dir: Path) -> str:
     return _ABSOLUTE.sub("<path>", text)
 
 
-@dataclass(frozen=True)
+class Derived:
+    """Values computed from one snapshot on first use (the path engine, map
+    payloads), each made once and kept as long as the snapshot is.
+
+    Kept on the `Live` they come from, so they are dropped with it when a reload
+    swaps it out and the last request using it ends, and no app shares them.
+    """
+
+    def __init__(self) -> None:
+        self._values: dict[Hashable, Any] = {}
+        self._making: dict[Hashable, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, make: Callable[[], T]) -> T:
+        """The value under `key`, made by `make()` if it is not there yet.
+
+        Requests for one key wait for the one making it; different keys are made
+        in parallel. A `make` that raises stores nothing (the next call retries).
+        """
+        with self._lock:
+            if key in self._values:
+                return cast(T, self._values[key])
+            making = self._making.setdefault(key, threading.Lock())
+        with making:
+            with self._lock:
+                if key in self._values:
+                    return cast(T, self._values[key])
+            value = make()
+            with self._lock:
+                self._values[key] = value
+                self._making.pop(key, None)
+            return value
+
+
+@dataclass(frozen=True, eq=False)
 class Live:
-    """One opened snapshot plus its query embedder: immutable, swapped whole."""
+    """One opened snapshot plus its query embedder: immutable, swapped whole.
+
+    `derived` holds what is computed from this snapshot alone (see Derived).
+    """
 
     snapshot: Snapshot
     embedder: Embedder
+    derived: Derived = field(default_factory=Derived, init=False, repr=False)
 
     def row_index(self, image_id: int) -> int:
         """The snapshot row of catalog id `image_id`; UnknownImage when no image has it."""

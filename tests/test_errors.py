@@ -1,7 +1,10 @@
 """The service's typed refusals: one handler gives each its status code and
-FastAPI's own error body."""
+FastAPI's own error body; per-snapshot values are made once per snapshot."""
 
 from __future__ import annotations
+
+import threading
+import time
 
 import pytest
 from fastapi import FastAPI
@@ -18,6 +21,7 @@ from service.errors import (
     UploadTooLarge,
     add_error_handler,
 )
+from service.state import Derived
 
 CASES: list[tuple[ServiceError, int]] = [
     (UnknownImage(7), 404),
@@ -59,3 +63,38 @@ def test_the_handler_answers_like_an_http_exception(exc: ServiceError, status: i
 def test_unknown_image_names_the_id() -> None:
     assert UnknownImage(42).detail == "no image with id 42"
     assert UploadTooLarge(1_000_000).detail == "upload larger than the 1,000,000 byte limit"
+
+
+def test_derived_makes_each_value_once_under_concurrency() -> None:
+    derived = Derived()
+    calls: list[str] = []
+
+    def make(key: str) -> str:
+        calls.append(key)
+        time.sleep(0.05)  # long enough for every thread to ask while it is made
+        return key.upper()
+
+    results: list[str] = []
+    threads = [
+        threading.Thread(target=lambda k=k: results.append(derived.get(k, lambda: make(k))))
+        for k in ["a"] * 6 + ["b"] * 6
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(calls) == ["a", "b"]
+    assert sorted(results) == ["A"] * 6 + ["B"] * 6
+
+
+def test_derived_keeps_nothing_from_a_failed_make() -> None:
+    derived = Derived()
+
+    def fail() -> str:
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        derived.get("k", fail)
+    assert derived.get("k", lambda: "made") == "made"
+    assert derived.get("k", lambda: "again") == "made"
+    assert Derived().get("k", lambda: "other") == "other"  # nothing shared between two

@@ -10,10 +10,10 @@ from fastapi import APIRouter, File, Query, UploadFile
 from indexer import index as faiss_index
 
 from ..deps import LiveDep, PoolDep, SettingsDep
+from ..mapdata import placement
 from ..schemas import MAX_K, ErrorBody, SearchResponse
 from ..uploads import embed_query, read_upload
 from ..views import scored_images
-from .maps import placement
 
 router = APIRouter(tags=["search"])
 
