@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 MAX_K = 200
@@ -68,6 +70,35 @@ class SimilarResponse(BaseModel):
     took_ms: float
     query: ImageRef
     results: list[ScoredImage]
+
+
+class PathImage(BaseModel):
+    image: ImageRef | None = Field(description="the catalog image; null for an uploaded end")
+    upload: Literal["source", "target"] | None = Field(
+        None, description="which uploaded end this is, if it is one"
+    )
+    similarity: float | None = Field(
+        description="cosine similarity to the previous image of the chain; null for the first"
+    )
+    stop: bool = Field(description="true for the source, the waypoints and the target")
+
+
+class PathResponse(BaseModel):
+    snapshot: str
+    took_ms: float = Field(description="server time spent (upload decode and embed included)")
+    smoothness: float = Field(description="the power p used: a step of distance d costs d**p")
+    min_similarity: float | None
+    graph_k: int = Field(description="neighbours per image in the graph")
+    hops: int = Field(description="graph edges in the route before any resampling")
+    resampled: bool = Field(description="true when max_steps thinned the chain")
+    total_cost: float = Field(description="sum of (1 - similarity)**p over the route's edges")
+    mean_similarity: float | None = Field(description="mean over the steps of `chain`")
+    weakest_similarity: float | None = Field(description="lowest step similarity in `chain`")
+    weakest_step: int | None = Field(
+        description="index in `chain` of the image that ends the weakest step"
+    )
+    uploads: dict[str, QueryInfo] = Field(default_factory=dict)
+    chain: list[PathImage]
 
 
 class Health(BaseModel):
