@@ -165,6 +165,14 @@ def test_header_shows_the_collection(page, built: Built) -> None:
         assert alt.strip()
 
 
+def test_header_links_to_the_api_documentation(page) -> None:
+    page.goto("/")
+    page.get_by_role("link", name="API").click()
+    page.wait_for_url("**/docs")
+    # Swagger UI (served from a wheel, no CDN) lists the routes.
+    sync_api.expect(page.get_by_text("/api/search").first).to_be_visible()
+
+
 def test_upload_a_photo_finds_its_original_first(page, built: Built) -> None:
     row = photo_row(built)
     page.goto("/")
