@@ -11,4 +11,4 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 # torch==2.13.0 (pinned in pyproject.toml) is the CPU build; see DESIGN.md.
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[$EXTRAS]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --no-compile -e ".[$EXTRAS]"
