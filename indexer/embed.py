@@ -5,7 +5,6 @@ No torch here: the service embeds queries with this too.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -69,11 +68,3 @@ class Embedder:
             raise ValueError(f"expected (N, {self.input_size}, {self.input_size}, 3) pixels")
         out = self._session.run(None, {self._input_name: np.ascontiguousarray(pixels)})[0]
         return np.asarray(out, dtype=np.float32)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()

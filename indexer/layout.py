@@ -203,9 +203,13 @@ def umap(
         init="spectral" if n > 32 else "random",
     )
     with warnings.catch_warnings():
-        # "no knn_search_index: transform unavailable" and "random_state disables
-        # parallelism": both intended (placement is neighbour-weighted, see place()).
-        warnings.simplefilter("ignore")
+        # Both intended, so only these two are hushed: a seed overrides n_jobs (single
+        # thread, reproducible) and precomputed_knn carries no search index, so umap
+        # has no transform (new images are placed by neighbour weights, see place()).
+        warnings.filterwarnings(
+            "ignore", message=r"n_jobs value .* overridden", category=UserWarning
+        )
+        warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]", category=UserWarning)
         points = model.fit_transform(reduced)
     return normalise(points), {"method": "umap-learn", "n_neighbors": int(nn)}
 

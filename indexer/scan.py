@@ -13,7 +13,6 @@ whose first bytes are no format decode accepts is skipped before it is hashed.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from collections.abc import Iterator, Mapping
@@ -23,12 +22,12 @@ from pathlib import Path
 from PIL import Image
 
 from .decode import ALLOWED_FORMATS
+from .digest import sha256_file
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 # No image under the default pixel limit (80 Mpx) needs more: even a 16-bit RGBA
 # TIFF of that size is 640 MB. A bigger file is refused before it is read.
 DEFAULT_MAX_FILE_BYTES = 1 << 30
-_HASH_CHUNK = 1 << 20
 _SNIFF_BYTES = 16  # what Pillow itself reads to tell formats apart
 
 # Control characters would break a report line or fool a terminal: escaped.
@@ -110,14 +109,6 @@ class FileEntry:
 class Skipped:
     path: str  # as FileEntry.rel_path; show it with readable()
     reason: str
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _label_for(rel: str) -> str | None:

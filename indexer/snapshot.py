@@ -31,6 +31,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import index as faiss_index
+from .digest import sha256_file
 from .scan import path_bytes, path_from_bytes
 from .thumbs import THUMB_SUFFIX
 
@@ -70,14 +71,6 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
@@ -174,7 +167,7 @@ def write_snapshot(
     for folder in {(tmp / rel).parent for rel in extra}:
         fsync_dir(folder)
 
-    files = {name: _sha256(tmp / name) for name in (*CORE_FILES, *sorted(extra))}
+    files = {name: sha256_file(tmp / name) for name in (*CORE_FILES, *sorted(extra))}
     # The catalog (each image's content hash) stands for the thumbnails made from them.
     content = hashlib.sha256(json.dumps(files, sort_keys=True).encode())
     snapshot_id = f"{stamp}-{content.hexdigest()[:8]}"
@@ -375,7 +368,7 @@ def open_snapshot(data_dir: Path, snapshot_id: str | None = None) -> Snapshot:
         raise SnapshotError(f"snapshot {sid}: format {manifest.get('format_version')} unsupported")
     for name, expected in manifest.get("files", {}).items():
         try:
-            actual = _sha256(path / name)
+            actual = sha256_file(path / name)
         except OSError as exc:
             raise SnapshotError(f"snapshot {sid}: {name} missing ({exc})") from exc
         if actual != expected:

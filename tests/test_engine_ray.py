@@ -18,8 +18,8 @@ from PIL import Image
 
 from indexer.build import build
 from indexer.cache import CachedItem
+from indexer.digest import sha256_file
 from indexer.engine_ray import plan_pool, read_shard, write_shard
-from indexer.scan import sha256_file
 from indexer.snapshot import Snapshot, open_snapshot
 from indexer.thumbs import make_thumbnail
 from service.cli import main
