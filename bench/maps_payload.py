@@ -40,6 +40,7 @@ def write_fake_snapshot(data: Path, n: int, model: Path) -> None:
     import faiss
 
     from indexer import index as faiss_index
+    from indexer.manifest import CollectionEntry, Contents, ModelEntry
     from indexer.maps import Maps
     from indexer.snapshot import CatalogRow, publish, write_snapshot
 
@@ -81,13 +82,12 @@ def write_fake_snapshot(data: Path, n: int, model: Path) -> None:
         index_bytes=faiss_index.to_bytes(index),
         model_path=model,
         thumbnails=[b""] * n,
-        manifest={
-            "model": {"id": "fake", "fingerprint": "0", "input_size": 224, "dim": 8},
-            "dim": 8,
-            "index_type": "Flat",
-            "collection": {"root": str(data), "files_seen": n},
-            "layouts": list(layouts),
-        },
+        contents=Contents(
+            model=ModelEntry(id="fake", fingerprint="0", input_size=224, dim=8),
+            index_type="Flat",
+            collection=CollectionEntry(root=str(data), files_seen=n),
+            layouts=tuple(layouts),
+        ),
         extra_files=maps.files(),
     )
     publish(data, snap)

@@ -227,6 +227,7 @@ def scale(n: int, queries: int, k: int, power: float, classic: bool) -> None:
 def synthetic_snapshot(data: Path, n: int, k: int, power: float) -> None:
     """A real snapshot of n synthetic images (1 px thumbnails, fake catalog)."""
     from indexer.build import build
+    from indexer.manifest import CollectionEntry, Contents, GraphEntry, ModelEntry
     from indexer.snapshot import CatalogRow, graph_to_bytes, publish, write_snapshot
 
     models = data / "models"
@@ -252,15 +253,20 @@ def synthetic_snapshot(data: Path, n: int, k: int, power: float) -> None:
             index_bytes=faiss_index.to_bytes(index),
             model_path=onnx,
             thumbnails=[thumb] * n,
-            manifest={
-                "model": {"id": "synthetic", "fingerprint": "0", "input_size": 224, "dim": DIM},
-                "index_type": "Flat",
-                "metric": "inner_product",
-                "collection": {"root": str(photos), "files_seen": n},
-                "layouts": [],
-                "graph": {"k": k, "power": power, "edges": info.edges},
-                "build": {},
-            },
+            contents=Contents(
+                model=ModelEntry(id="synthetic", fingerprint="0", input_size=224, dim=DIM),
+                index_type="Flat",
+                collection=CollectionEntry(root=str(photos), files_seen=n),
+                graph=GraphEntry(
+                    k=k,
+                    power=power,
+                    nodes=info.nodes,
+                    edges=info.edges,
+                    components_before=info.components_before,
+                    components_joined_by=info.join_edges,
+                    seconds=0.0,
+                ),
+            ),
             extra_files={"graph.npz": graph_to_bytes(graph)},
         )
     publish(data, snap)

@@ -37,6 +37,7 @@ from _common import HOST, emit, free_port, note, percentile
 from PIL import Image
 
 from indexer.atlas import build_atlases
+from indexer.manifest import CollectionEntry, Contents, ModelEntry
 from indexer.models import DEFAULT_MODEL, ensure_onnx, get_spec
 from indexer.snapshot import CatalogRow, publish, write_snapshot
 
@@ -143,18 +144,12 @@ def build_synthetic(data: Path, n: int, models: Path) -> None:
         index_bytes=faiss.serialize_index(index).tobytes(),
         model_path=model_path,
         thumbnails=thumbs,
-        manifest={
-            "model": {
-                "id": DEFAULT_MODEL,
-                "fingerprint": fingerprint,
-                "input_size": 224,
-                "dim": DIM,
-            },
-            "index_type": "Flat",
-            "metric": "inner_product",
-            "collection": {"root": str(data / "none"), "files_seen": n},
-            "layouts": ["umap", "grid"],
-        },
+        contents=Contents(
+            model=ModelEntry(id=DEFAULT_MODEL, fingerprint=fingerprint, input_size=224, dim=DIM),
+            index_type="Flat",
+            collection=CollectionEntry(root=str(data / "none"), files_seen=n),
+            layouts=("umap", "grid"),
+        ),
         extra_files={
             "layouts/umap.npy": _npy(pos),
             "layouts/grid.npy": _npy(grid),

@@ -17,11 +17,13 @@ from typing import Any
 import numpy as np
 
 from . import graph as path_graph
+from . import manifest as manifest_file
 from .cache import CachedItem, EmbeddingCache, FileHashes
 from .decode import DEFAULT_MAX_PIXELS, DecodeError
 from .embed import Embedder
 from .finish import KNN_K, FinishOptions, ModelInfo, finish
 from .layout import LayoutParams, parse_layouts
+from .manifest import ManifestError
 from .models import DEFAULT_MODEL, ensure_onnx, get_spec
 from .prepare import Prepared, prepare
 from .progress import Progress
@@ -129,10 +131,10 @@ def _live_if_unchanged(data_dir: Path, fingerprint: str) -> Snapshot | None:
     if live is None:
         return None
     try:
-        manifest = json.loads((data_dir / "snapshots" / live / "manifest.json").read_text())
-    except (OSError, ValueError):
+        manifest = manifest_file.read(data_dir / "snapshots" / live)
+    except ManifestError:
         return None
-    if manifest.get("inputs", {}).get("fingerprint") != fingerprint:
+    if (manifest.inputs or {}).get("fingerprint") != fingerprint:
         return None
     try:
         return open_snapshot(data_dir, live)  # checksums: never keep a damaged one
@@ -144,8 +146,8 @@ def _unchanged_report(
     snap: Snapshot, entries: Sequence[FileEntry], skipped: list[Skipped], started: float
 ) -> BuildReport:
     """What a build that kept `snap` reports: its counts, and every file left out."""
-    build_info = snap.manifest.get("build", {})
-    reasons = {s["path"]: s["reason"] for s in build_info.get("skipped", [])}
+    build_info = snap.manifest.build
+    reasons = {s.path: s.reason for s in build_info.skipped} if build_info else {}
     indexed = {r.path for r in snap.rows}
     failed = [
         Skipped(e.rel_path, reasons.get(readable(e.rel_path), "not in the live snapshot"))
@@ -332,8 +334,8 @@ def build(
                     refit_on_drift=refit_on_drift,
                     threads=threads,
                 ),
+                files_seen=len(entries),
                 build_info={
-                    "files_seen": len(entries),
                     "embedded": embedded,
                     "reused": len(kept) - embedded,
                     "skipped": [

@@ -11,7 +11,6 @@ change to a large collection costs little.
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,17 @@ from . import maps as collection_maps
 from .atlas import KeepSheet, build_atlases
 from .cache import CachedItem, CacheRowLost
 from .layout import LayoutParams, knn_needed
+from .manifest import (
+    GRAPH_FILE,
+    KNN_FILE,
+    BuildEntry,
+    CollectionEntry,
+    Contents,
+    GraphEntry,
+    KnnEntry,
+    ModelEntry,
+    UpdateEntry,
+)
 from .scan import FileEntry, readable
 from .snapshot import (
     CatalogRow,
@@ -33,8 +43,10 @@ from .snapshot import (
     SnapshotError,
     current_id,
     graph_to_bytes,
+    knn_to_bytes,
     open_snapshot,
     publish,
+    read_knn,
     write_snapshot,
 )
 from .update import (
@@ -87,29 +99,17 @@ def previous_snapshot(data_dir: Path, folder: Path, log: Callable[[str], None]) 
     except (SnapshotError, OSError) as exc:
         log(f"previous snapshot unusable ({exc}): ids and maps start afresh")
         return None
-    if prev.manifest.get("collection", {}).get("root") != str(folder.resolve()):
+    if prev.manifest.collection.root != str(folder.resolve()):
         log("previous snapshot indexes another folder: ids and maps start afresh")
         return None
     return prev
 
 
-def _knn_bytes(sims: np.ndarray, ids: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    # int32 ids: half the bytes to write and checksum, and ids stay below 2**31 rows.
-    np.savez(buf, sims=sims.astype(np.float32), ids=ids.astype(np.int32))
-    return buf.getvalue()
-
-
-def _read_knn(prev: Snapshot, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+def _previous_knn(prev: Snapshot, k: int) -> tuple[np.ndarray, np.ndarray] | None:
     """The previous snapshot's k-NN lists (rows of that snapshot), if it has k of them."""
-    path = prev.path / "knn.npz"
-    if not path.exists():
+    if prev.manifest.knn is None or prev.manifest.knn.k != k:
         return None
-    with np.load(path) as knn:
-        sims, ids = knn["sims"], knn["ids"].astype(np.int64)
-    if ids.shape != (prev.count, k):
-        return None
-    return sims, ids
+    return read_knn(prev)
 
 
 def _atlas_keeper(prev: Snapshot | None, changed: np.ndarray) -> KeepSheet | None:
@@ -208,6 +208,7 @@ def finish(
     fetch: Callable[[list[str]], dict[str, CachedItem]],
     model: ModelInfo,
     options: FinishOptions,
+    files_seen: int,
     build_info: dict[str, Any],
     log: Callable[[str], None],
     inputs: dict[str, Any] | None = None,
@@ -234,7 +235,8 @@ def finish(
     previous_ids: dict[str, int] = {}
     if prev is not None:
         previous_ids = {r.path: r.id for r in prev.rows}
-        next_id = int(prev.manifest.get("next_id", int(prev.ids.max(initial=-1)) + 1))
+        # Snapshots written before ids were kept: the next after the largest.
+        next_id = prev.manifest.next_id or int(prev.ids.max(initial=-1)) + 1
     ids, next_id = assign_ids([e.rel_path for e in kept], previous_ids, next_id)
     order = np.argsort(ids, kind="stable")
     kept, ids = [kept[i] for i in order], ids[order]
@@ -242,7 +244,7 @@ def finish(
     shas = [e.sha256 for e in kept]
     same_model = (
         prev is not None
-        and prev.manifest.get("model", {}).get("fingerprint") == model.fingerprint
+        and prev.manifest.model.fingerprint == model.fingerprint
         and prev.vectors.shape[1] == dim
     )
     carried = np.full(n, -1, dtype=np.int64)
@@ -277,11 +279,11 @@ def finish(
     index, index_entry = faiss_index.build_with_manifest(
         vectors,
         seed=options.layout_params.seed,
-        trained=(prev.index, prev.manifest.get("index", {})) if prev and same_model else None,
+        trained=(prev.index, prev.manifest.index or {}) if prev and same_model else None,
     )
     lap("index")
     k = max(KNN_K, knn_needed(options.layouts, options.layout_params))
-    prev_knn = _read_knn(prev, k) if prev is not None and same_model else None
+    prev_knn = _previous_knn(prev, k) if prev is not None and same_model else None
     if prev_knn is not None:
         knn_sims, knn_ids, recomputed = update_knn(index, vectors, carried, *prev_knn)
     else:
@@ -357,51 +359,45 @@ def finish(
     lap("atlas")
 
     extra_files: dict[str, bytes] = {
-        "graph.npz": graph_to_bytes(graph),
-        "knn.npz": _knn_bytes(knn_sims, knn_ids),
+        GRAPH_FILE: graph_to_bytes(graph),
+        KNN_FILE: knn_to_bytes(knn_sims, knn_ids),
         **maps.files(),
         **atlas_files,
     }
-    manifest = {
-        "model": {
-            "id": model.id,
-            "fingerprint": model.fingerprint,
-            "input_size": model.input_size,
-            "dim": dim,
-        },
-        "dim": dim,
-        "index_type": index_entry["type"],
-        "index": index_entry,
-        "metric": "inner_product",
-        "next_id": next_id,
-        "collection": {"root": str(folder.resolve()), "files_seen": build_info.pop("files_seen")},
-        "inputs": dict(inputs or {}),
-        "layouts": list(maps.layouts),
-        "maps": collection_maps.manifest_entry(maps, atlas_index),
-        "knn": {"file": "knn.npz", "k": k, "recomputed_rows": int(recomputed)},
-        "graph": {
-            "file": "graph.npz",
-            "k": graph_info.k,
-            "power": options.path_power,
-            "nodes": graph_info.nodes,
-            "edges": graph_info.edges,
-            "components_before": graph_info.components_before,
-            "components_joined_by": graph_info.join_edges,
-            "seconds": timings["graph"],
-        },
-        "update": {
-            "previous": prev.id if prev is not None else None,
-            "kept": int((carried >= 0).sum()),
-            "new_or_changed": int((carried < 0).sum()),
-            "removed": int(len(gone)),
-        },
-        "build": {
+    contents = Contents(
+        model=ModelEntry(
+            id=model.id, fingerprint=model.fingerprint, input_size=model.input_size, dim=dim
+        ),
+        index_type=index_entry["type"],
+        index=index_entry,
+        next_id=next_id,
+        collection=CollectionEntry(root=str(folder.resolve()), files_seen=files_seen),
+        inputs=dict(inputs or {}),
+        layouts=tuple(maps.layouts),
+        maps=collection_maps.manifest_entry(maps, atlas_index),
+        knn=KnnEntry(k=k, recomputed_rows=int(recomputed)),
+        graph=GraphEntry(
+            k=graph_info.k,
+            power=options.path_power,
+            nodes=graph_info.nodes,
+            edges=graph_info.edges,
+            components_before=graph_info.components_before,
+            components_joined_by=graph_info.join_edges,
+            seconds=timings["graph"],
+        ),
+        update=UpdateEntry(
+            previous=prev.id if prev is not None else None,
+            kept=int((carried >= 0).sum()),
+            new_or_changed=int((carried < 0).sum()),
+            removed=int(len(gone)),
+        ),
+        build=BuildEntry(
             **build_info,
-            "maps_seconds": timings["maps"],
-            "atlas_seconds": timings["atlas"],
-            "knn_seconds": timings["knn"],
-        },
-    }
+            maps_seconds=timings["maps"],
+            atlas_seconds=timings["atlas"],
+            knn_seconds=timings["knn"],
+        ),
+    )
     snap_dir = write_snapshot(
         data_dir,
         rows=rows,
@@ -409,7 +405,7 @@ def finish(
         index_bytes=faiss_index.to_bytes(index),
         model_path=model.onnx_path,
         thumbnails=thumbnails,
-        manifest=manifest,
+        contents=contents,
         extra_files=extra_files,
         link_thumbs_from=prev.path / "thumbs" if prev is not None else None,
         unchanged_thumbs={int(i) for i in ids[carried >= 0]},

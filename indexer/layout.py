@@ -188,7 +188,8 @@ def umap(
         return _fallback(reduced), {"method": "pca-fallback"}
     import umap as umap_learn
 
-    nn = min(n_neighbors, n, knn_ids.shape[1] + 1)
+    # Below n_neighbors + 1 images umap itself truncates to n - 1 (and warns): ask for that.
+    nn = min(n_neighbors, n - 1, knn_ids.shape[1] + 1)
     # umap wants each point's own row first (distance 0), then its neighbours.
     ids = np.concatenate([np.arange(n, dtype=np.int64)[:, None], knn_ids[:, : nn - 1]], axis=1)
     dists = np.concatenate(

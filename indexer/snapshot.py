@@ -1,8 +1,12 @@
 """Write, open and publish snapshots: the contract between indexer and service.
 
     data/snapshots/<id>/ manifest.json catalog.sqlite vectors.npy index.faiss
-                         model.onnx thumbs/<image id>.webp
+                         model.onnx thumbs/<image id>.webp graph.npz knn.npz
+                         layouts/<name>.npy clusters.npy maps.json atlas/
     data/CURRENT         the live snapshot's id
+
+manifest.json is typed in indexer.manifest; this module writes and reads every
+other file (layouts, clusters and maps.json are serialised by maps.Maps.files).
 
 A snapshot is built in a hidden temp folder, every file fsynced, then renamed into
 place; CURRENT is replaced with os.replace only after that. An interrupted build
@@ -31,11 +35,12 @@ import numpy as np
 import scipy.sparse as sp
 
 from . import index as faiss_index
+from . import manifest as manifest_file
 from .digest import sha256_file
+from .manifest import GRAPH_FILE, KNN_FILE, Contents, Manifest, ManifestError, ThumbnailsEntry
 from .scan import path_bytes, path_from_bytes
 from .thumbs import THUMB_SUFFIX
 
-FORMAT_VERSION = 1
 CORE_FILES = ("catalog.sqlite", "vectors.npy", "index.faiss", "model.onnx")
 
 
@@ -111,7 +116,7 @@ def write_snapshot(
     index_bytes: bytes,
     model_path: Path,
     thumbnails: Sequence[bytes],
-    manifest: dict[str, Any],
+    contents: Contents,
     extra_files: Mapping[str, bytes] | None = None,
     link_thumbs_from: Path | None = None,
     unchanged_thumbs: Set[int] = frozenset(),
@@ -171,17 +176,17 @@ def write_snapshot(
     # The catalog (each image's content hash) stands for the thumbnails made from them.
     content = hashlib.sha256(json.dumps(files, sort_keys=True).encode())
     snapshot_id = f"{stamp}-{content.hexdigest()[:8]}"
-    full = {
-        "format_version": FORMAT_VERSION,
-        "id": snapshot_id,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        **manifest,
-        "count": len(rows),
-        "dim": int(vectors.shape[1]) if len(vectors) else int(manifest.get("dim", 0)),
-        "files": files,
-        "thumbnails": {"count": len(rows), "format": THUMB_SUFFIX.lstrip(".")},
-    }
-    _write_bytes(tmp / "manifest.json", json.dumps(full, indent=2, sort_keys=True).encode())
+    full = Manifest(
+        **{name: getattr(contents, name) for name in Contents.model_fields},
+        format_version=manifest_file.FORMAT_VERSION,
+        id=snapshot_id,
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        count=len(rows),
+        dim=int(vectors.shape[1]) if len(vectors) else contents.model.dim,
+        files=files,
+        thumbnails=ThumbnailsEntry(count=len(rows), format=THUMB_SUFFIX.lstrip(".")),
+    )
+    _write_bytes(tmp / manifest_file.NAME, full.to_json())
     fsync_dir(tmp)
 
     final = snapshots / snapshot_id
@@ -268,7 +273,7 @@ def clean_stale(data_dir: Path, keep: int = 3) -> None:
 class Snapshot:
     id: str
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     rows: tuple[CatalogRow, ...]
     vectors: np.ndarray  # (N, D) float32, memory-mapped
     index: faiss.Index
@@ -314,19 +319,42 @@ def graph_to_bytes(graph: sp.csr_array) -> bytes:
     return buf.getvalue()
 
 
-def _read_graph(path: Path, count: int) -> sp.csr_array | None:
-    if not path.exists():
+def knn_to_bytes(sims: np.ndarray, ids: np.ndarray) -> bytes:
+    """knn.npz content: each row's k nearest rows (self excluded, -1 padded)."""
+    buf = io.BytesIO()
+    # int32 ids: half the bytes to write and checksum, and ids stay below 2**31 rows.
+    np.savez(buf, sims=sims.astype(np.float32), ids=ids.astype(np.int32))
+    return buf.getvalue()
+
+
+def read_knn(snap: Snapshot) -> tuple[np.ndarray, np.ndarray] | None:
+    """The snapshot's k-NN lists (sims, ids as rows of it), if it has them."""
+    path = snap.path / KNN_FILE
+    if snap.manifest.knn is None or not path.exists():
         return None
+    with np.load(path) as knn:
+        sims, ids = knn["sims"], knn["ids"].astype(np.int64)
+    if ids.shape != (snap.count, snap.manifest.knn.k) or sims.shape != ids.shape:
+        raise SnapshotError(f"{snap.path.name}: {KNN_FILE} is {ids.shape}, not the manifest's")
+    return sims, ids
+
+
+def _read_graph(path: Path, manifest: Manifest, count: int) -> sp.csr_array | None:
+    if (manifest.graph is None) != (GRAPH_FILE not in manifest.files):
+        raise SnapshotError(f"{path}: {GRAPH_FILE} and the manifest's graph entry disagree")
+    if manifest.graph is None:
+        return None
+    path = path / GRAPH_FILE
     graph = sp.csr_array(sp.load_npz(path))
     if graph.shape != (count, count):
         raise SnapshotError(f"{path.parent.name}: graph.npz is {graph.shape}, not {count} nodes")
     return graph
 
 
-def _read_maps(path: Path, manifest: dict[str, Any], count: int) -> dict[str, Any]:
+def _read_maps(path: Path, manifest: Manifest, count: int) -> dict[str, Any]:
     """Layouts, clusters, maps.json and the atlas index, where the snapshot has them."""
     out: dict[str, Any] = {"layouts": {}}
-    for name in manifest.get("layouts", []):
+    for name in manifest.layouts:
         pos = np.load(path / "layouts" / f"{name}.npy")
         if pos.shape != (count, 2):
             raise SnapshotError(f"{path.name}: layout {name} is {pos.shape}, not ({count}, 2)")
@@ -361,12 +389,10 @@ def open_snapshot(data_dir: Path, snapshot_id: str | None = None) -> Snapshot:
         raise SnapshotError(f"no snapshot published in {data_dir} (run `pixscape index`)")
     path = data_dir / "snapshots" / sid
     try:
-        manifest = json.loads((path / "manifest.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise SnapshotError(f"snapshot {sid}: unreadable manifest ({exc})") from exc
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise SnapshotError(f"snapshot {sid}: format {manifest.get('format_version')} unsupported")
-    for name, expected in manifest.get("files", {}).items():
+        manifest = manifest_file.read(path)
+    except ManifestError as exc:
+        raise SnapshotError(f"snapshot {exc}") from exc
+    for name, expected in manifest.files.items():
         try:
             actual = sha256_file(path / name)
         except OSError as exc:
@@ -378,7 +404,7 @@ def open_snapshot(data_dir: Path, snapshot_id: str | None = None) -> Snapshot:
     # Memory-mapped where FAISS can (Flat vectors, IVF lists): the service starts
     # fast and its heap stays near the compressed index, not the collection.
     index = faiss.read_index(str(path / "index.faiss"), faiss_index.READ_FLAGS)
-    count = manifest.get("count")
+    count = manifest.count
     if not (count == len(rows) == len(vectors) == index.ntotal):
         raise SnapshotError(
             f"snapshot {sid}: counts disagree (manifest {count}, catalog {len(rows)},"
@@ -393,7 +419,7 @@ def open_snapshot(data_dir: Path, snapshot_id: str | None = None) -> Snapshot:
         rows=rows,
         vectors=vectors,
         index=index,
-        collection_root=Path(manifest["collection"]["root"]),
-        graph=_read_graph(path / "graph.npz", len(rows)),
+        collection_root=Path(manifest.collection.root),
+        graph=_read_graph(path, manifest, len(rows)),
         **_read_maps(path, manifest, len(rows)),
     )

@@ -83,15 +83,15 @@ def engine(live: Live) -> Engine:
 
 
 def _make_engine(snapshot: Snapshot) -> Engine:
-    assert snapshot.graph is not None
-    params = snapshot.manifest.get("graph", {})
+    params = snapshot.manifest.graph
+    assert snapshot.graph is not None and params is not None  # open_snapshot checks both
     canonical = path_graph.canonical_ids([r.sha256 for r in snapshot.rows])
     return Engine(
         finder=path_graph.PathFinder(snapshot.graph),
         canonical=canonical,
         by_sha={r.sha256: int(canonical[i]) for i, r in enumerate(snapshot.rows)},
-        k=int(params.get("k", path_graph.DEFAULT_K)),
-        power=float(params.get("power", path_graph.DEFAULT_POWER)),
+        k=params.k,
+        power=params.power,
     )
 
 

@@ -22,7 +22,7 @@ from indexer.build import build
 from indexer.cache import CacheRowLost
 from indexer.decode import center_crop, decode_image
 from indexer.embed import Embedder
-from indexer.snapshot import CORE_FILES, current_id, open_snapshot
+from indexer.snapshot import CORE_FILES, SnapshotError, current_id, open_snapshot
 
 from .conftest import Built, fresh_data_dir, make_collection, sample_images
 
@@ -46,6 +46,33 @@ def test_snapshot_follows_the_contract(built: Built) -> None:
     np.testing.assert_allclose(norms, 1.0, atol=1e-4)
     labels = {row.label for row in snap.rows}
     assert "birds" in labels and "vehicles" in labels
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (lambda m: m.update(colour="blue"), "colour: Extra inputs are not permitted"),
+        (lambda m: m["model"].update(layers=12), "model.layers: Extra inputs"),
+        (lambda m: m.pop("collection"), "collection: Field required"),
+        (lambda m: m["graph"].pop("power"), "graph.power: Field required"),
+        (lambda m: m.update(count="many"), "count: Input should be a valid integer"),
+        (lambda m: m.update(format_version=2), "format 2 unsupported"),
+        (lambda m: m.pop("graph"), "graph.npz and the manifest's graph entry disagree"),
+    ],
+)
+def test_a_manifest_unlike_the_contract_fails_at_open_naming_the_field(
+    built: Built, tmp_path: Path, change: object, named: str
+) -> None:
+    data = tmp_path / "data"
+    copy = data / "snapshots" / built.snapshot.id
+    shutil.copytree(built.snapshot.path, copy)
+    (data / "CURRENT").write_text(built.snapshot.id + "\n")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    change(manifest)  # type: ignore[operator]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SnapshotError) as err:
+        open_snapshot(data)
+    assert named in str(err.value) and str(copy) in str(err.value)
 
 
 def test_thumbnails_are_small_jpegs(built: Built) -> None:
@@ -136,7 +163,7 @@ def test_bad_files_are_skipped_with_a_report(tmp_path: Path, models_dir: Path) -
     assert "empty" in reasons["bad/empty.jpg"]
     assert "not a recognised image" in reasons["bad/text.jpg"]
     manifest = open_snapshot(tmp_path / "data").manifest
-    assert manifest["build"]["skipped_count"] == 4
+    assert manifest.build is not None and manifest.build.skipped_count == 4
 
 
 def test_rebuild_embeds_only_new_files(tmp_path: Path, models_dir: Path) -> None:

@@ -74,7 +74,8 @@ def test_ray_snapshot_equals_local(ray_cluster: None, tmp_path: Path, models_dir
     assert [s.path for s in remote.skipped] == ["bad/truncated.png"]
     a, b = open_snapshot(local_data), open_snapshot(ray_data)
     assert a.rows == b.rows
-    assert a.manifest["build"]["skipped"] == b.manifest["build"]["skipped"]
+    assert a.manifest.build is not None and b.manifest.build is not None
+    assert a.manifest.build.skipped == b.manifest.build.skipped
     # Different batch shapes and thread counts may round differently, nothing more.
     np.testing.assert_allclose(np.asarray(b.vectors), np.asarray(a.vectors), atol=1e-5)
     assert _thumbnails(a) == _thumbnails(b)

@@ -46,10 +46,11 @@ def test_snapshot_graph_is_symmetric_connected_and_described(built: Built) -> No
     _, labels = connected_components(graph, directed=False)
     assert len(np.unique(labels[nodes])) == 1
     assert (np.diff(graph.indptr)[nodes] >= 1).all()
-    params = snap.manifest["graph"]
-    assert params["k"] == G.DEFAULT_K and params["power"] == G.DEFAULT_POWER
-    assert params["edges"] == graph.nnz // 2 and params["nodes"] == len(nodes)
-    assert "graph.npz" in snap.manifest["files"]  # checksummed like the core files
+    params = snap.manifest.graph
+    assert params is not None
+    assert params.k == G.DEFAULT_K and params.power == G.DEFAULT_POWER
+    assert params.edges == graph.nnz // 2 and params.nodes == len(nodes)
+    assert "graph.npz" in snap.manifest.files  # checksummed like the core files
 
 
 def test_edge_weights_are_cosine_distances(built: Built) -> None:

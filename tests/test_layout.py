@@ -38,7 +38,7 @@ def _cells(snap_maps: dict, positions: np.ndarray) -> np.ndarray:
 
 def test_every_image_has_one_position_per_layout_in_unit_square(built: Built) -> None:
     snap = built.snapshot
-    assert snap.manifest["layouts"] == ["tsne", "umap", "grid"]
+    assert snap.manifest.layouts == ("tsne", "umap", "grid")
     assert set(snap.layouts) == {"tsne", "umap", "grid"}
     for name, pos in snap.layouts.items():
         assert pos.shape == (snap.count, 2) and pos.dtype == np.float32, name
@@ -63,7 +63,8 @@ def test_grid_cells_are_unique_and_inside_the_grid(built: Built) -> None:
 
 
 def test_quality_figures_are_recorded_and_above_floor(built: Built) -> None:
-    maps = built.snapshot.manifest["maps"]
+    maps = built.snapshot.manifest.maps
+    assert maps is not None
     for name in ("tsne", "umap", "grid"):
         quality = maps[name]["quality"]
         assert quality["trustworthiness"] >= TRUST_FLOOR[name], (name, quality)
@@ -98,7 +99,7 @@ def test_clusters_cover_every_image_with_a_member_representative(built: Built) -
     snap = built.snapshot
     clusters = snap.maps["clusters"]
     assert snap.clusters is not None and snap.clusters.shape == (snap.count,)
-    assert len(clusters) == snap.manifest["maps"]["clustering"]["k"] >= 2
+    assert len(clusters) == snap.manifest.maps["clustering"]["k"]  # type: ignore[index] >= 2
     assert sum(c["size"] for c in clusters) == snap.count
     for c in clusters:
         members = np.flatnonzero(snap.clusters == c["id"])

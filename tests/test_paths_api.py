@@ -16,6 +16,7 @@ from PIL import Image
 
 from indexer import graph as G
 from indexer.build import build
+from indexer.manifest import Contents
 from indexer.snapshot import open_snapshot, write_snapshot
 from service.app import create_app
 from service.settings import Settings
@@ -245,7 +246,7 @@ def test_exact_duplicates_never_share_a_chain(tmp_path: Path, models_dir: Path) 
     for r in snap.rows:
         by_sha.setdefault(r.sha256, []).append(r.id)
     groups = [ids for ids in by_sha.values() if len(ids) > 1]
-    assert len(groups) == 2 and snap.manifest["graph"]["nodes"] == 10
+    assert len(groups) == 2 and snap.manifest.graph and snap.manifest.graph.nodes == 10
     with TestClient(create_app(Settings(data_dir=data))) as c:
         for dup in (i for g in groups for i in g):
             for other in range(snap.count):
@@ -263,8 +264,14 @@ def test_exact_duplicates_never_share_a_chain(tmp_path: Path, models_dir: Path) 
 def test_snapshot_without_graph_answers_409(tmp_path: Path, built: Built) -> None:
     old = built.snapshot
     # What a snapshot from before graphs (and maps) looked like.
-    keep = ("model", "dim", "index_type", "metric", "collection", "build")
-    manifest = {k: v for k, v in old.manifest.items() if k in keep} | {"layouts": []}
+    m = old.manifest
+    contents = Contents(
+        model=m.model,
+        index_type=m.index_type,
+        metric=m.metric,
+        collection=m.collection,
+        build=m.build,
+    )
     data = tmp_path / "data"
     snap_dir = write_snapshot(
         data,
@@ -273,7 +280,7 @@ def test_snapshot_without_graph_answers_409(tmp_path: Path, built: Built) -> Non
         index_bytes=(old.path / "index.faiss").read_bytes(),
         model_path=old.model_path,
         thumbnails=[old.thumbnail_path(r.id).read_bytes() for r in old.rows],
-        manifest=manifest,
+        contents=contents,
     )
     (data / "CURRENT").write_text(snap_dir.name)
     assert open_snapshot(data).graph is None

@@ -17,6 +17,7 @@ from indexer import update
 from indexer.atlas import build_atlases, locate
 from indexer.build import build
 from indexer.layout import position_cells
+from indexer.manifest import UpdateEntry
 from indexer.maps import trustworthiness
 from indexer.snapshot import Snapshot, open_snapshot
 from service.app import create_app
@@ -150,13 +151,10 @@ def test_an_image_keeps_its_id_and_deleted_ids_stay_unused(updated: dict) -> Non
         assert path not in new
     fresh = [new[p] for p in updated["added"]]
     assert min(fresh) > max(old.values())  # deleted ids are not handed out again
-    assert second.manifest["next_id"] == max(new.values()) + 1
-    assert second.manifest["update"] == {
-        "previous": first.id,
-        "kept": len(new) - 5,
-        "new_or_changed": 5,
-        "removed": 2,
-    }
+    assert second.manifest.next_id == max(new.values()) + 1
+    assert second.manifest.update == UpdateEntry(
+        previous=first.id, kept=len(new) - 5, new_or_changed=5, removed=2
+    )
 
 
 def test_old_images_do_not_move_and_new_ones_land_among_neighbours(updated: dict) -> None:

@@ -143,19 +143,18 @@ async def _run(work: Callable[[], Snapshot]) -> Snapshot:
 def _reindex(snapshot: Snapshot, settings: Settings, holder: SnapshotHolder) -> Snapshot:
     """Re-index the collection incrementally with the snapshot's own model; go live."""
     m = snapshot.manifest
-    graph = m.get("graph", {})
     build(
         snapshot.collection_root,
         settings.data_dir,
-        model_id=m["model"]["id"],
-        onnx_model=(snapshot.model_path, m["model"]["fingerprint"]),
+        model_id=m.model.id,
+        onnx_model=(snapshot.model_path, m.model.fingerprint),
         layouts=tuple(snapshot.layouts) or None,
-        layout_params=LayoutParams(seed=int(m.get("maps", {}).get("seed", 0))),
+        layout_params=LayoutParams(seed=int((m.maps or {}).get("seed", 0))),
         threads=settings.inference_threads,
         max_pixels=settings.max_pixels,
         refit_on_drift=False,  # the service has no t-SNE/UMAP: the next `pixscape index` refits
-        graph_k=int(graph.get("k", DEFAULT_K)),
-        path_power=float(graph.get("power", DEFAULT_POWER)),
+        graph_k=m.graph.k if m.graph else DEFAULT_K,
+        path_power=m.graph.power if m.graph else DEFAULT_POWER,
     )
     holder.refresh()
     if holder.live is None:

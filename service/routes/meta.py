@@ -27,16 +27,13 @@ def health(holder: HolderDep) -> Health:
 )
 def stats(live: LiveDep) -> Stats:
     m = live.snapshot.manifest
-    build = m.get("build", {})
     return Stats(
         snapshot=live.snapshot.id,
-        created=m["created"],
+        created=m.created,
         count=live.snapshot.count,
-        dim=m["dim"],
-        model=ModelInfo(**m["model"]),
-        index_type=m["index_type"],
-        build_seconds={
-            k.removesuffix("_seconds"): float(v) for k, v in build.items() if k.endswith("_seconds")
-        },
-        skipped=int(build.get("skipped_count", 0)),
+        dim=m.dim,
+        model=ModelInfo(**m.model.model_dump()),
+        index_type=m.index_type,
+        build_seconds=m.build.seconds() if m.build else {},
+        skipped=m.build.skipped_count if m.build else 0,
     )
