@@ -59,7 +59,7 @@ BENCH = "large_index"
 DIM = 1280
 RANK = 64
 K = 10
-KNN_K = 30  # neighbours per image in the build's k-NN pass (indexer.finish.KNN_K)
+KNN_K = 30  # neighbours per image in the build's k-NN pass (indexer.config.KNN_K)
 CHUNK = 50_000
 
 

@@ -69,8 +69,9 @@ def real_vectors(data: Path, n: int) -> np.ndarray:
 
 def run_size(n: int, vectors: np.ndarray, kind: str, args: argparse.Namespace) -> None:
     from indexer import index as faiss_index
-    from indexer import layout
-    from indexer.maps import PARALLEL_MIN, knn_preservation, trustworthiness
+    from indexer import layout, mapfit
+    from indexer.mapfit import PARALLEL_MIN
+    from indexer.maps import knn_preservation, trustworthiness
 
     params = layout.LayoutParams(seed=args.seed)
     jobs = 1 if n < PARALLEL_MIN else -1  # what compute_maps does
@@ -94,17 +95,17 @@ def run_size(n: int, vectors: np.ndarray, kind: str, args: argparse.Namespace) -
         knn_s = time.perf_counter() - t
         figure("knn_seconds", knn_s, k=int(ids.shape[1]))
         t = time.perf_counter()
-        reduced = layout.pca(vectors, seed=args.seed)
+        reduced = mapfit.pca(vectors, seed=args.seed)
         pca_s = time.perf_counter() - t
         figure("pca_seconds", pca_s, components=int(reduced.shape[1]))
         note(f"n={n}: k-NN {knn_s:.1f}s, PCA {pca_s:.1f}s; t-SNE ...")
         t = time.perf_counter()
-        tsne_pos, used = layout.tsne(reduced, sims, ids, seed=args.seed, n_jobs=jobs)
+        tsne_pos, used = mapfit.tsne(reduced, sims, ids, seed=args.seed, n_jobs=jobs)
         tsne_s = time.perf_counter() - t
         figure("tsne_seconds", tsne_s, method=used["method"])
         note(f"n={n}: t-SNE {tsne_s:.1f}s; UMAP ...")
         t = time.perf_counter()
-        umap_pos, _ = layout.umap(reduced, sims, ids, seed=args.seed)
+        umap_pos, _ = mapfit.umap(reduced, sims, ids, seed=args.seed)
         umap_s = time.perf_counter() - t
         figure("umap_seconds", umap_s, method="umap-learn", note="includes numba JIT if cold")
         t = time.perf_counter()
@@ -122,7 +123,7 @@ def run_size(n: int, vectors: np.ndarray, kind: str, args: argparse.Namespace) -
             small = reduced / np.linalg.norm(reduced, axis=1, keepdims=True)
             p_sims, p_ids = faiss_index.knn_self(faiss_index.build_index(small), small, 90)
             figure("pca_knn_seconds", time.perf_counter() - t)
-            p_pos, _ = layout.tsne(reduced, p_sims, p_ids, seed=args.seed, n_jobs=jobs)
+            p_pos, _ = mapfit.tsne(reduced, p_sims, p_ids, seed=args.seed, n_jobs=jobs)
             tw = trustworthiness(vectors, p_pos, seed=args.seed) or 0.0
             figure("tsne_pca_knn_trustworthiness", tw, "ratio", k=10)
 
@@ -146,7 +147,7 @@ def run_size(n: int, vectors: np.ndarray, kind: str, args: argparse.Namespace) -
 def run_sampled(n: int, vectors: np.ndarray, kind: str, args: argparse.Namespace) -> None:
     from indexer import index as faiss_index
     from indexer import layout
-    from indexer.maps import compute_maps
+    from indexer.mapfit import compute_maps
 
     ctx = {"n": n, "data": kind, "sample": args.sample, "runs": 1}
     index = faiss_index.build_index(vectors)

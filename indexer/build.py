@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import hashlib
 import json
@@ -16,19 +15,17 @@ from typing import Any
 
 import numpy as np
 
-from . import graph as path_graph
 from . import manifest as manifest_file
 from .cache import CachedItem, EmbeddingCache, FileHashes
-from .decode import DEFAULT_MAX_PIXELS, DecodeError
+from .config import BuildConfig
+from .decode import DecodeError
 from .embed import Embedder
-from .finish import KNN_K, FinishOptions, ModelInfo, finish
-from .layout import LayoutParams, parse_layouts
+from .finish import FinishOptions, ModelInfo, finish
 from .manifest import ManifestError
-from .models import DEFAULT_MODEL, ensure_onnx, get_spec
+from .models import ensure_onnx, get_spec
 from .prepare import Prepared, prepare
 from .progress import Progress
 from .scan import (
-    DEFAULT_MAX_FILE_BYTES,
     FileEntry,
     Skipped,
     path_bytes,
@@ -186,86 +183,54 @@ class _BuildLock:
 def build(
     folder: Path,
     data_dir: Path,
+    config: BuildConfig | None = None,
     *,
-    model_id: str = DEFAULT_MODEL,
-    batch_size: int = 32,
-    workers: int | None = None,
-    threads: int = 0,
-    device: str = "auto",
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-    graph_k: int = path_graph.DEFAULT_K,
-    path_power: float = path_graph.DEFAULT_POWER,
-    layouts: str | tuple[str, ...] | None = None,
-    layout_params: LayoutParams | None = None,
     progress: Progress | None = None,
-    engine: str = "local",
-    ray_address: str | None = None,
-    relayout: bool = False,
-    refit_on_drift: bool = True,
     onnx_model: tuple[Path, str] | None = None,
+    **overrides: Any,
 ) -> BuildReport:
     """Index `folder` into a new snapshot under `data_dir` and publish it.
 
-    `layouts`: which maps to compute ("tsne,umap,grid", the default, or a subset).
-    The previous snapshot of the same folder is carried over (indexer.finish):
-    ids stay, unchanged images keep their places and new ones are placed among
-    their neighbours, until `relayout` or the drift limit asks for full layouts
-    (`refit_on_drift=False` never refits: for callers without the layout libraries).
-    `onnx_model`: (model.onnx, fingerprint) to use instead of exporting `model_id`,
-    e.g. a snapshot's own model where torch is not installed.
-    `max_file_bytes`: files larger than this are skipped before they are read.
+    `config` (default: BuildConfig()) with `overrides` of its fields, e.g.
+    build(folder, data, layouts="grid", graph_k=6). The previous snapshot of the
+    same folder is carried over (indexer.finish): ids stay, unchanged images keep
+    their places and new ones are placed among their neighbours, until `relayout`
+    or the drift limit asks for full layouts. `place_only` never fits a map (for
+    callers without the layout libraries, the service): new images are placed
+    even past the drift limit, and maps that cannot be carried raise
+    finish.RelayoutDue with nothing published.
+    `onnx_model`: (model.onnx, fingerprint) to use instead of exporting the
+    config's model, e.g. a snapshot's own model where torch is not installed.
     When the files and options are those the live snapshot was built from, it
     stays live and nothing is written (`BuildReport.unchanged`); `relayout`
     always builds.
-    `engine`: "local" decodes and embeds here; "ray" as a Ray Data pipeline
-    (indexer.engine_ray) on the cluster at `ray_address`, or on a local runtime.
     """
-    if engine not in ("local", "ray") or (ray_address and engine != "ray"):
-        raise ValueError(f"engine must be local or ray (an address needs ray), got {engine!r}")
-    layout_names = parse_layouts(layouts)
-    layout_params = layout_params or LayoutParams()
-    if max_file_bytes < 1:
-        raise ValueError(f"max file size must be at least 1 byte, got {max_file_bytes}")
-    if not 1 <= graph_k <= KNN_K:
-        raise ValueError(f"graph k must be between 1 and {KNN_K}, got {graph_k}")
-    if not path_graph.MIN_POWER <= path_power <= path_graph.MAX_POWER:
-        raise ValueError(
-            f"path power must be between {path_graph.MIN_POWER} and {path_graph.MAX_POWER},"
-            f" got {path_power}"
-        )
+    config = (config or BuildConfig()).with_(**overrides) if overrides else config or BuildConfig()
     progress = progress or Progress(quiet=True)
     started = time.monotonic()
-    folder = Path(folder)
-    data_dir = Path(data_dir)
+    folder, data_dir = Path(folder), Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     with _BuildLock(data_dir):
         clean_stale(data_dir)
         t_scan = time.monotonic()
         with FileHashes(data_dir / "cache", folder) as hashes:
-            entries, skipped = scan_folder(folder, hashes.known(), max_file_bytes=max_file_bytes)
+            entries, skipped = scan_folder(
+                folder, hashes.known(), max_file_bytes=config.max_file_bytes
+            )
             hashes.replace(entries)
         scan_seconds = time.monotonic() - t_scan
         for s in skipped:
             progress.log(f"skipped {readable(s.path)}: {s.reason}")
         progress.log(f"found {len(entries)} images in {readable(str(folder))}")
 
-        spec = get_spec(model_id)
+        spec = get_spec(config.model_id)
         t0 = time.monotonic()
         onnx_path, fingerprint = onnx_model or ensure_onnx(spec, data_dir / "models")
         export_seconds = time.monotonic() - t0
-        options = {
-            "model": {"id": spec.id, "fingerprint": fingerprint},
-            "layouts": list(layout_names),
-            "layout_params": dataclasses.asdict(layout_params),
-            "graph_k": graph_k,
-            "path_power": path_power,
-            "max_pixels": max_pixels,
-            "max_file_bytes": max_file_bytes,
-            "refit_on_drift": refit_on_drift,
-        }
-        inputs = {"fingerprint": inputs_fingerprint(folder, entries, skipped, options)}
-        kept_live = None if relayout else _live_if_unchanged(data_dir, inputs["fingerprint"])
+        options = {"model": {"id": spec.id, "fingerprint": fingerprint}, **config.shaping()}
+        digest = inputs_fingerprint(folder, entries, skipped, options)
+        inputs: dict[str, Any] = {"fingerprint": digest, "options": config.shaping()}
+        kept_live = None if config.relayout else _live_if_unchanged(data_dir, digest)
         if kept_live is not None:
             progress.log(
                 f"nothing changed since snapshot {kept_live.id} (same files, same options):"
@@ -273,44 +238,16 @@ def build(
             )
             return _unchanged_report(kept_live, entries, skipped, started)
         model_key = f"{spec.id}-{fingerprint[:16]}"
-        embedder = Embedder(onnx_path, threads=threads, device=device)
-
+        embedder = Embedder(onnx_path, threads=config.threads, device=config.device)
         with EmbeddingCache(data_dir / "cache", model_key, embedder.dim) as cache:
-            known = cache.known()
-            todo, seen = [], set(known)
-            for entry in entries:
-                if entry.sha256 not in seen:  # one decode per distinct content
-                    seen.add(entry.sha256)
-                    todo.append(entry)
             t1 = time.monotonic()
-            if engine == "ray":
-                from .engine_ray import embed_pending_ray  # Ray is an optional extra
-
-                failed = embed_pending_ray(
-                    todo,
-                    embedder,
-                    cache,
-                    shards_dir=data_dir / "shards" / model_key,
-                    batch_size=batch_size,
-                    max_pixels=max_pixels,
-                    device=device,
-                    address=ray_address,
-                    progress=progress,
-                )
-            else:
-                failed = embed_pending(
-                    todo,
-                    embedder,
-                    cache,
-                    batch_size=batch_size,
-                    workers=workers or os.cpu_count() or 2,
-                    max_pixels=max_pixels,
-                    progress=progress,
-                )
+            todo = _not_cached(entries, cache.known())
+            failed = _embed(
+                todo, embedder, cache, config, data_dir / "shards" / model_key, progress
+            )
             embed_seconds = time.monotonic() - t1
             usable = cache.known()
             load_seconds = time.monotonic() - t1 - embed_seconds
-
             failed_paths = {s.path for s in failed}
             for entry in entries:
                 # A file whose content failed under another name is skipped here too.
@@ -326,13 +263,13 @@ def build(
                 fetch=cache.get_many,
                 model=ModelInfo(spec.id, fingerprint, embedder.input_size, embedder.dim, onnx_path),
                 options=FinishOptions(
-                    layouts=layout_names,
-                    layout_params=layout_params,
-                    graph_k=graph_k,
-                    path_power=path_power,
-                    relayout=relayout,
-                    refit_on_drift=refit_on_drift,
-                    threads=threads,
+                    layouts=config.layouts,
+                    layout_params=config.layout_params,
+                    graph_k=config.graph_k,
+                    path_power=config.path_power,
+                    relayout=config.relayout,
+                    place_only=config.place_only,
+                    threads=config.threads,
                 ),
                 files_seen=len(entries),
                 build_info={
@@ -344,17 +281,16 @@ def build(
                     "skipped_count": len(all_skipped),
                     "export_seconds": round(export_seconds, 3),
                     "embed_seconds": round(embed_seconds, 3),
-                    "engine": engine,
+                    "engine": config.engine,
                 },
                 log=progress.log,
                 inputs=inputs,
             )
-        snap_dir = finished.snapshot_dir
         clean_stale(data_dir)
 
     return BuildReport(
-        snapshot_id=snap_dir.name,
-        snapshot_dir=snap_dir,
+        snapshot_id=finished.snapshot_dir.name,
+        snapshot_dir=finished.snapshot_dir,
         indexed=len(kept),
         embedded=embedded,
         reused=len(kept) - embedded,
@@ -369,4 +305,48 @@ def build(
             "load": round(load_seconds, 3),
             **finished.timings,
         },
+    )
+
+
+def _not_cached(entries: Sequence[FileEntry], known: set[str]) -> list[FileEntry]:
+    """The entries to embed: one per distinct content the cache lacks."""
+    todo, seen = [], set(known)
+    for entry in entries:
+        if entry.sha256 not in seen:
+            seen.add(entry.sha256)
+            todo.append(entry)
+    return todo
+
+
+def _embed(
+    todo: list[FileEntry],
+    embedder: Embedder,
+    cache: EmbeddingCache,
+    config: BuildConfig,
+    shards_dir: Path,
+    progress: Progress,
+) -> list[Skipped]:
+    """Decode and embed `todo` into the cache with the config's engine."""
+    if config.engine == "ray":
+        from .engine_ray import embed_pending_ray  # Ray is an optional extra
+
+        return embed_pending_ray(
+            todo,
+            embedder,
+            cache,
+            shards_dir=shards_dir,
+            batch_size=config.batch_size,
+            max_pixels=config.max_pixels,
+            device=config.device,
+            address=config.ray_address,
+            progress=progress,
+        )
+    return embed_pending(
+        todo,
+        embedder,
+        cache,
+        batch_size=config.batch_size,
+        workers=config.workers or os.cpu_count() or 2,
+        max_pixels=config.max_pixels,
+        progress=progress,
     )

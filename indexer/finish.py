@@ -1,29 +1,42 @@
-"""The finishing steps of a build: ids, index, neighbours, graph, maps, atlases,
-snapshot, publish.
+"""The finishing stages of a build: catalog, index, neighbours, graph, maps,
+atlases, snapshot, publish.
 
-Whatever embedded the images (the local engine, Ray), these steps turn the
+Whatever embedded the images (the local engine, Ray), these stages turn the
 embeddings into a published snapshot. Where the previous snapshot indexes the
-same folder with the same model, they carry it over (indexer.update): images keep
-their ids, unchanged images keep their neighbours and their places on the maps,
-and only atlas sheets and thumbnails that changed are made again, so a small
-change to a large collection costs little.
+same folder with the same model (its `carry`), they take from it (indexer.carry,
+indexer.update): images keep their ids, unchanged images keep their neighbours
+and their places on the maps, and only atlas sheets and thumbnails that changed
+are made again, so a small change to a large collection costs little.
+
+Each stage is a function of what it needs, returning what it made; `finish` is
+their sequence. The maps are fitted in full (indexer.mapfit, the layout
+libraries) only in a full build, never with `place_only`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, overload
+from typing import Any
 
 import numpy as np
 
 from . import graph as path_graph
 from . import index as faiss_index
 from . import maps as collection_maps
-from .atlas import KeepSheet, build_atlases
+from .atlas import build_atlases
 from .cache import CachedItem, CacheRowLost
+from .carry import (
+    Thumbnails,
+    atlas_keeper,
+    carried_edges,
+    copy_rows,
+    previous_knn,
+    previous_snapshot,
+)
+from .config import KNN_K
 from .layout import LayoutParams, knn_needed
 from .manifest import (
     GRAPH_FILE,
@@ -36,30 +49,15 @@ from .manifest import (
     ModelEntry,
     UpdateEntry,
 )
+from .maps import Maps
 from .scan import FileEntry, readable
-from .snapshot import (
-    CatalogRow,
-    Snapshot,
-    SnapshotError,
-    current_id,
-    graph_to_bytes,
-    knn_to_bytes,
-    open_snapshot,
-    publish,
-    read_knn,
-    write_snapshot,
-)
-from .update import (
-    DRIFT_LIMIT,
-    assign_ids,
-    carried_rows,
-    carry_maps,
-    previous_to_new,
-    update_knn,
-)
+from .snapshot import CatalogRow, Snapshot, graph_to_bytes, knn_to_bytes, publish, write_snapshot
+from .update import DRIFT_LIMIT, assign_ids, carried_rows, carry_maps, update_knn
 
-# Neighbours per image in the build's one k-NN pass (shared by layouts and the graph).
-KNN_K = 30
+
+class RelayoutDue(RuntimeError):
+    """A place-only build found maps it cannot place new images on: a full build
+    (`pixscape index`) must lay them out again."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +67,10 @@ class FinishOptions:
     graph_k: int
     path_power: float
     relayout: bool = False  # recompute the maps in full even where they could be carried
-    refit_on_drift: bool = True  # False: always place (the service has no t-SNE/UMAP)
+    # Never fit maps (no refit on drift, no full layout): for callers without the
+    # layout libraries, the service's admin routes. Maps that cannot be carried
+    # raise RelayoutDue instead. (BuildConfig checks the two do not meet.)
+    place_only: bool = False
     threads: int = 0
 
 
@@ -90,114 +91,38 @@ class Finished:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def previous_snapshot(data_dir: Path, folder: Path, log: Callable[[str], None]) -> Snapshot | None:
-    """The live snapshot, if it indexes `folder` and opens cleanly."""
-    if current_id(data_dir) is None:
-        return None
-    try:
-        prev = open_snapshot(data_dir)
-    except (SnapshotError, OSError) as exc:
-        log(f"previous snapshot unusable ({exc}): ids and maps start afresh")
-        return None
-    if prev.manifest.collection.root != str(folder.resolve()):
-        log("previous snapshot indexes another folder: ids and maps start afresh")
-        return None
-    return prev
+@dataclass(frozen=True)
+class Catalog:
+    """The new snapshot's images in id order, and where each one's data comes from."""
+
+    ids: np.ndarray  # row -> catalog id, increasing
+    next_id: int
+    rows: list[CatalogRow]
+    vectors: np.ndarray  # (N, D) float32
+    carried: np.ndarray  # row -> the carry's row of the same unchanged image, or -1
+    thumbnails: Thumbnails
 
 
-def _previous_knn(prev: Snapshot, k: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """The previous snapshot's k-NN lists (rows of that snapshot), if it has k of them."""
-    if prev.manifest.knn is None or prev.manifest.knn.k != k:
-        return None
-    return read_knn(prev)
+@dataclass(frozen=True)
+class Neighbours:
+    sims: np.ndarray  # (N, k) inner products, best first
+    ids: np.ndarray  # (N, k) rows, self excluded, -1 padded
+    k: int
+    recomputed: int  # rows searched afresh (all of them in a full build)
 
 
-def _atlas_keeper(prev: Snapshot | None, changed: np.ndarray) -> KeepSheet | None:
-    """Hands back the previous snapshot's sheets whose id ranges hold no change."""
-    if prev is None or not prev.atlas:
-        return None
-    before = {
-        sh["file"]: (sh["first"], sh["count"], sh["height"])
-        for size in prev.atlas.get("sizes", [])
-        for sh in size["sheets"]
-    }
-    changed = np.sort(changed)
+class _Laps:
+    """Seconds per stage, in the order they ran."""
 
-    def keep(name: str, first: int, count: int, height: int) -> bytes | None:
-        if before.get(name) != (first, count, height):
-            return None
-        at = int(np.searchsorted(changed, first))
-        if at < len(changed) and changed[at] < first + count:
-            return None
-        return (prev.path / name).read_bytes()
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._clock = time.monotonic()
 
-    return keep
-
-
-def _carried_edges(
-    prev: Snapshot, carried: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """The previous graph's edges between images still here, in this build's rows:
-    its joining links let an update skip the search that found them."""
-    if prev.graph is None:
-        return None
-    prev_to_new = previous_to_new(carried, prev.count)
-    edges = prev.graph.tocoo()
-    a, b = prev_to_new[edges.row], prev_to_new[edges.col]
-    ok = (a >= 0) & (b >= 0)
-    return a[ok], b[ok], edges.data[ok]
-
-
-def _copy_rows(dst: np.ndarray, src: np.ndarray, src_row: np.ndarray) -> None:
-    """dst[r] = src[src_row[r]] wherever src_row[r] >= 0, by runs of consecutive
-    rows: slices of a memory-mapped `src` copy at memory speed, where a fancy
-    index over 100k rows costs seconds."""
-    rows = np.flatnonzero(src_row >= 0)
-    if not len(rows):
-        return
-    cut = np.flatnonzero((np.diff(rows) != 1) | (np.diff(src_row[rows]) != 1)) + 1
-    for run in np.split(rows, cut):
-        first, last = int(run[0]), int(run[-1]) + 1
-        start = int(src_row[first])
-        dst[first:last] = src[start : start + last - first]
-
-
-class _Thumbnails(Sequence[bytes]):
-    """Each row's thumbnail, read when asked: the previous snapshot's file for an
-    unchanged image, else the cache's. An update reads only the thumbnails it has
-    to (new images, and the images of atlas sheets that changed)."""
-
-    def __init__(
-        self,
-        ids: np.ndarray,
-        shas: list[str],
-        carried: np.ndarray,
-        prev: Snapshot | None,
-        fresh: dict[str, CachedItem],
-        fetch: Callable[[list[str]], dict[str, CachedItem]],
-    ) -> None:
-        self.ids, self.shas, self.carried = ids, shas, carried
-        self.prev, self.fresh, self.fetch = prev, fresh, fetch
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    @overload
-    def __getitem__(self, row: int) -> bytes: ...
-    @overload
-    def __getitem__(self, row: slice) -> list[bytes]: ...
-    def __getitem__(self, row: int | slice) -> bytes | list[bytes]:
-        if isinstance(row, slice):
-            return [self[i] for i in range(*row.indices(len(self)))]
-        sha = self.shas[row]
-        if sha in self.fresh:
-            return self.fresh[sha].thumbnail
-        if self.prev is not None and self.carried[row] >= 0:
-            try:
-                return self.prev.thumbnail_path(int(self.ids[row])).read_bytes()
-            except OSError:
-                pass  # gone from the old snapshot: the cache has it
-        return self.fetch([sha])[sha].thumbnail
+    def __call__(self, name: str) -> float:
+        now = time.monotonic()
+        self.seconds[name] = round(now - self._clock, 3)
+        self._clock = now
+        return self.seconds[name]
 
 
 def finish(
@@ -216,23 +141,121 @@ def finish(
     """Write and publish the snapshot of `kept` (files with embeddings, any order).
 
     `fetch` looks embeddings up by content hash (EmbeddingCache.get_many); it is
-    asked only for what the previous snapshot cannot supply. `inputs` goes into
-    the manifest as it is: build() records there the fingerprint of the files and
-    options it was given, to know the next time that nothing changed.
+    asked only for what the previous snapshot cannot supply. `build_info` is the
+    build's report (manifest.BuildEntry less the finishing stages' seconds);
+    `inputs` goes into the manifest as it is: build() records there the
+    fingerprint of the files and options it was given, to know the next time
+    that nothing changed.
     """
-    timings: dict[str, float] = {}
-    clock = time.monotonic()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.monotonic()
-        timings[name] = round(now - clock, 3)
-        clock = now
-
+    lap = _Laps()
     prev = previous_snapshot(data_dir, folder, log)
+    carry = prev if prev is not None and _same_model(prev, model) else None
     lap("previous")
-    next_id = 0
+    cat = catalog_stage(kept, prev, carry, model.dim, fetch)
+    lap("catalog")
+    trained = (carry.index, carry.manifest.index or {}) if carry is not None else None
+    index, index_entry = faiss_index.build_with_manifest(
+        cat.vectors, seed=options.layout_params.seed, trained=trained
+    )
+    lap("index")
+    knn = neighbours_stage(index, cat, carry, options)
+    lap("knn")
+    graph, graph_info = graph_stage(cat, knn, carry, options.graph_k)
+    log(
+        f"path graph: {graph_info.edges} edges, {graph_info.components_before} components"
+        f" joined by {graph_info.join_edges} edges in {lap('graph'):.1f}s"
+    )
+    maps = maps_stage(cat, knn, carry, options, log)
+    lap("maps")
+    gone = np.setdiff1d(prev.ids, cat.ids) if prev is not None else np.zeros(0, np.int64)
+    atlas_files, atlas_index = build_atlases(
+        cat.ids.tolist(),
+        lambda image_id: cat.thumbnails[int(np.searchsorted(cat.ids, image_id))],
+        keep=atlas_keeper(prev, np.concatenate([cat.ids[cat.carried < 0], gone])),
+    )
+    lap("atlas")
+    contents = Contents(
+        model=ModelEntry(
+            id=model.id, fingerprint=model.fingerprint, input_size=model.input_size, dim=model.dim
+        ),
+        index_type=index_entry["type"],
+        index=index_entry,
+        next_id=cat.next_id,
+        collection=CollectionEntry(root=str(folder.resolve()), files_seen=files_seen),
+        inputs=dict(inputs or {}),
+        layouts=tuple(maps.layouts) if maps is not None else (),
+        maps=collection_maps.manifest_entry(maps, atlas_index) if maps is not None else None,
+        knn=KnnEntry(k=knn.k, recomputed_rows=knn.recomputed),
+        graph=GraphEntry(
+            k=graph_info.k,
+            power=options.path_power,
+            nodes=graph_info.nodes,
+            edges=graph_info.edges,
+            components_before=graph_info.components_before,
+            components_joined_by=graph_info.join_edges,
+            seconds=lap.seconds["graph"],
+        ),
+        update=UpdateEntry(
+            previous=prev.id if prev is not None else None,
+            kept=int((cat.carried >= 0).sum()),
+            new_or_changed=int((cat.carried < 0).sum()),
+            removed=len(gone),
+        ),
+        build=BuildEntry(
+            **build_info,
+            maps_seconds=lap.seconds["maps"],
+            atlas_seconds=lap.seconds["atlas"],
+            knn_seconds=lap.seconds["knn"],
+        ),
+    )
+    snap_dir = write_snapshot(
+        data_dir,
+        rows=cat.rows,
+        vectors=cat.vectors,
+        index_bytes=faiss_index.to_bytes(index),
+        model_path=model.onnx_path,
+        thumbnails=cat.thumbnails,
+        contents=contents,
+        extra_files={
+            GRAPH_FILE: graph_to_bytes(graph),
+            KNN_FILE: knn_to_bytes(knn.sims, knn.ids),
+            **(maps.files() if maps is not None else {}),
+            **atlas_files,
+        },
+        link_thumbs_from=prev.path / "thumbs" if prev is not None else None,
+        unchanged_thumbs={int(i) for i in cat.ids[cat.carried >= 0]},
+    )
+    lap("write")
+    publish(data_dir, snap_dir)
+    lap("publish")
+    placed = int(maps.info["update"]["placed"]) if maps is not None else 0
+    return Finished(snap_dir, len(cat.rows), placed, lap.seconds)
+
+
+def _same_model(prev: Snapshot, model: ModelInfo) -> bool:
+    """Whether the previous snapshot's vectors are this model's: then they carry."""
+    return (
+        prev.manifest.model.fingerprint == model.fingerprint and prev.vectors.shape[1] == model.dim
+    )
+
+
+# ---------------------------------------------------------------- stages
+
+
+def catalog_stage(
+    kept: list[FileEntry],
+    prev: Snapshot | None,
+    carry: Snapshot | None,
+    dim: int,
+    fetch: Callable[[list[str]], dict[str, CachedItem]],
+) -> Catalog:
+    """Ids (kept across snapshots by path), rows and vectors, in id order.
+
+    Unchanged images come from the carry (its memory-mapped vectors, its catalog,
+    its thumbnail files); only new or changed ones from the cache.
+    """
     previous_ids: dict[str, int] = {}
+    next_id = 0
     if prev is not None:
         previous_ids = {r.path: r.id for r in prev.rows}
         # Snapshots written before ids were kept: the next after the largest.
@@ -240,18 +263,10 @@ def finish(
     ids, next_id = assign_ids([e.rel_path for e in kept], previous_ids, next_id)
     order = np.argsort(ids, kind="stable")
     kept, ids = [kept[i] for i in order], ids[order]
-    n, dim = len(kept), model.dim
     shas = [e.sha256 for e in kept]
-    same_model = (
-        prev is not None
-        and prev.manifest.model.fingerprint == model.fingerprint
-        and prev.vectors.shape[1] == dim
-    )
-    carried = np.full(n, -1, dtype=np.int64)
-    if prev is not None and same_model:
-        carried = carried_rows(ids, shas, prev.ids, [r.sha256 for r in prev.rows])
-    # Unchanged images come from the previous snapshot (its memory-mapped vectors,
-    # its catalog, its thumbnail files); only new or changed ones from the cache.
+    carried = np.full(len(kept), -1, dtype=np.int64)
+    if carry is not None:
+        carried = carried_rows(ids, shas, carry.ids, [r.sha256 for r in carry.rows])
     wanted = sorted({shas[r] for r in np.flatnonzero(carried < 0).tolist()})
     fresh = fetch(wanted)
     if len(fresh) < len(wanted):
@@ -260,157 +275,108 @@ def finish(
             f"the embedding cache's row for {readable(lost)} was unusable and has been dropped:"
             " run the build again to embed it anew"
         )
-    vectors = np.empty((n, dim), np.float32)
-    if prev is not None:
-        _copy_rows(vectors, prev.vectors, carried)
+    vectors = np.empty((len(kept), dim), np.float32)
+    if carry is not None:
+        copy_rows(vectors, carry.vectors, carried)
     rows: list[CatalogRow] = []
     for r, (image_id, e) in enumerate(zip(ids.tolist(), kept, strict=True)):
-        if carried[r] >= 0 and prev is not None:
-            was = prev.rows[int(carried[r])]
+        if carry is not None and carried[r] >= 0:
+            was = carry.rows[int(carried[r])]
             width, height, fmt = was.width, was.height, was.format
         else:
             item = fresh[e.sha256]
             width, height, fmt = item.width, item.height, item.format
             vectors[r] = item.vector
         rows.append(CatalogRow(image_id, e.rel_path, e.sha256, e.size, width, height, fmt, e.label))
-    thumbnails = _Thumbnails(ids, shas, carried, prev, fresh, fetch)
-    lap("catalog")
+    thumbnails = Thumbnails(ids, shas, carried, carry, fresh, fetch)
+    return Catalog(ids, next_id, rows, vectors, carried, thumbnails)
 
-    index, index_entry = faiss_index.build_with_manifest(
-        vectors,
-        seed=options.layout_params.seed,
-        trained=(prev.index, prev.manifest.index or {}) if prev and same_model else None,
-    )
-    lap("index")
+
+def neighbours_stage(
+    index: Any, cat: Catalog, carry: Snapshot | None, options: FinishOptions
+) -> Neighbours:
+    """The build's one k-NN pass: updated from the carry's lists where it has them."""
     k = max(KNN_K, knn_needed(options.layouts, options.layout_params))
-    prev_knn = _previous_knn(prev, k) if prev is not None and same_model else None
-    if prev_knn is not None:
-        knn_sims, knn_ids, recomputed = update_knn(index, vectors, carried, *prev_knn)
-    else:
-        knn_sims, knn_ids = faiss_index.knn_self(index, vectors, k)
-        recomputed = n
-    lap("knn")
+    before = previous_knn(carry, k) if carry is not None else None
+    if before is not None:
+        sims, ids, recomputed = update_knn(index, cat.vectors, cat.carried, *before)
+        return Neighbours(sims, ids, k, int(recomputed))
+    sims, ids = faiss_index.knn_self(index, cat.vectors, k)
+    return Neighbours(sims, ids, k, len(cat.rows))
 
-    graph, graph_info = path_graph.build_graph(
-        vectors,
-        knn_sims,
-        knn_ids,
-        k=options.graph_k,
-        canonical=path_graph.canonical_ids([r.sha256 for r in rows]),
-        hints=_carried_edges(prev, carried) if prev is not None and same_model else None,
-    )
-    lap("graph")
-    log(
-        f"path graph: {graph_info.edges} edges, {graph_info.components_before} components"
-        f" joined by {graph_info.join_edges} edges in {timings['graph']:.1f}s"
+
+def graph_stage(
+    cat: Catalog, knn: Neighbours, carry: Snapshot | None, graph_k: int
+) -> tuple[Any, path_graph.GraphInfo]:
+    """The path graph; the carry's joining edges spare the search that found them."""
+    return path_graph.build_graph(
+        cat.vectors,
+        knn.sims,
+        knn.ids,
+        k=graph_k,
+        canonical=path_graph.canonical_ids([r.sha256 for r in cat.rows]),
+        hints=carried_edges(carry, cat.carried) if carry is not None else None,
     )
 
-    labels = [r.label for r in rows]
-    maps = None
-    if prev is not None and same_model and not options.relayout and prev.layouts:
+
+def maps_stage(
+    cat: Catalog,
+    knn: Neighbours,
+    carry: Snapshot | None,
+    options: FinishOptions,
+    log: Callable[[str], None],
+) -> Maps | None:
+    """The carry's maps with new images placed, else maps fitted in full; None
+    when a place-only build has no maps to place on."""
+    labels = [r.label for r in cat.rows]
+    if carry is not None and carry.layouts and not options.relayout:
         maps = carry_maps(
-            prev.maps,
-            prev.layouts,
-            prev.clusters,
-            ids=ids,
-            carried=carried,
-            vectors=vectors,
-            knn_sims=knn_sims,
-            knn_ids=knn_ids,
+            carry.maps,
+            carry.layouts,
+            carry.clusters,
+            ids=cat.ids,
+            carried=cat.carried,
+            vectors=cat.vectors,
+            knn_sims=knn.sims,
+            knn_ids=knn.ids,
             labels=labels,
             layouts=options.layouts,
-            refit_on_drift=options.refit_on_drift,
+            refit_on_drift=not options.place_only,
         )
-    if maps is None:
-        maps = collection_maps.compute_maps(
-            vectors,
-            knn_sims,
-            knn_ids,
-            labels=labels,
-            layouts=options.layouts,
-            params=options.layout_params,
-            n_jobs=options.threads or -1,
-            log=log,
+        if maps is not None:
+            placed = maps.info["update"]["placed"]
+            log(f"maps carried over: {placed} new or changed images placed among their neighbours")
+            return _with_catalog_ids(maps, cat.ids)
+    if options.place_only:
+        if carry is None or not carry.layouts:
+            log("no maps to place images on: `pixscape index` lays them out")
+            return None
+        raise RelayoutDue(
+            "the maps cannot take these images by placing them (a requested layout or the"
+            " clusters are missing, or no image is left unchanged):"
+            " run `pixscape index` to lay them out in full"
         )
-        maps.info["update"] = {
-            "mode": "full",
-            "placed": 0,
-            "placed_since_full": 0,
-            "full_count": n,
-            "drift_limit": DRIFT_LIMIT,
-            "refit_due": False,
-        }
-        placed = 0
-    else:
-        placed = int(maps.info["update"]["placed"])
-        log(f"maps carried over: {placed} new or changed images placed among their neighbours")
-    for cluster in maps.info["clusters"]:  # rows -> catalog ids, as clients see them
-        rep = int(cluster["representative"])
-        cluster["representative"] = int(ids[rep]) if rep >= 0 else -1
-    lap("maps")
+    from .mapfit import compute_maps  # the layout libraries: only a full build fits
 
-    gone = np.setdiff1d(prev.ids, ids) if prev is not None else np.zeros(0, np.int64)
-    changed = np.concatenate([ids[carried < 0], gone])
-    atlas_files, atlas_index = build_atlases(
-        ids.tolist(),
-        lambda image_id: thumbnails[int(np.searchsorted(ids, image_id))],
-        keep=_atlas_keeper(prev, changed),
+    maps = compute_maps(
+        cat.vectors,
+        knn.sims,
+        knn.ids,
+        labels=labels,
+        layouts=options.layouts,
+        params=options.layout_params,
+        n_jobs=options.threads or -1,
+        log=log,
     )
-    lap("atlas")
+    full = {"mode": "full", "placed": 0, "placed_since_full": 0, "full_count": len(cat.rows)}
+    update = {**full, "drift_limit": DRIFT_LIMIT, "refit_due": False}
+    return _with_catalog_ids(replace(maps, info={**maps.info, "update": update}), cat.ids)
 
-    extra_files: dict[str, bytes] = {
-        GRAPH_FILE: graph_to_bytes(graph),
-        KNN_FILE: knn_to_bytes(knn_sims, knn_ids),
-        **maps.files(),
-        **atlas_files,
-    }
-    contents = Contents(
-        model=ModelEntry(
-            id=model.id, fingerprint=model.fingerprint, input_size=model.input_size, dim=dim
-        ),
-        index_type=index_entry["type"],
-        index=index_entry,
-        next_id=next_id,
-        collection=CollectionEntry(root=str(folder.resolve()), files_seen=files_seen),
-        inputs=dict(inputs or {}),
-        layouts=tuple(maps.layouts),
-        maps=collection_maps.manifest_entry(maps, atlas_index),
-        knn=KnnEntry(k=k, recomputed_rows=int(recomputed)),
-        graph=GraphEntry(
-            k=graph_info.k,
-            power=options.path_power,
-            nodes=graph_info.nodes,
-            edges=graph_info.edges,
-            components_before=graph_info.components_before,
-            components_joined_by=graph_info.join_edges,
-            seconds=timings["graph"],
-        ),
-        update=UpdateEntry(
-            previous=prev.id if prev is not None else None,
-            kept=int((carried >= 0).sum()),
-            new_or_changed=int((carried < 0).sum()),
-            removed=int(len(gone)),
-        ),
-        build=BuildEntry(
-            **build_info,
-            maps_seconds=timings["maps"],
-            atlas_seconds=timings["atlas"],
-            knn_seconds=timings["knn"],
-        ),
-    )
-    snap_dir = write_snapshot(
-        data_dir,
-        rows=rows,
-        vectors=vectors,
-        index_bytes=faiss_index.to_bytes(index),
-        model_path=model.onnx_path,
-        thumbnails=thumbnails,
-        contents=contents,
-        extra_files=extra_files,
-        link_thumbs_from=prev.path / "thumbs" if prev is not None else None,
-        unchanged_thumbs={int(i) for i in ids[carried >= 0]},
-    )
-    lap("write")
-    publish(data_dir, snap_dir)
-    lap("publish")
-    return Finished(snap_dir, n, placed, timings)
+
+def _with_catalog_ids(maps: Maps, ids: np.ndarray) -> Maps:
+    """Cluster representatives as catalog ids (what clients see), not rows."""
+    clusters = [
+        {**c, "representative": int(ids[c["representative"]]) if c["representative"] >= 0 else -1}
+        for c in maps.info["clusters"]
+    ]
+    return replace(maps, info={**maps.info, "clusters": clusters})

@@ -1,41 +1,23 @@
-"""2-D maps of the collection: t-SNE, UMAP and a grid, plus their quality. No I/O.
+"""Map options and the arithmetic of placing: no fitting, no heavy library. No I/O.
 
-Every function takes and returns arrays; seeds are parameters. Neighbours come
-from the build's one FAISS k-NN pass (`index.knn_self`: self excluded, -1 padded),
-so neither t-SNE nor UMAP runs a nearest-neighbour search of its own.
-
-Choices, measured on this 2-core machine (bench/layouts.py):
-- t-SNE is openTSNE, not scikit-learn: it takes the FAISS neighbours as they are,
-  and its FFT-interpolated gradient is linear in N, so 10k points take about half of
-  scikit-learn's Barnes-Hut time and 100k stay within minutes. Below 10k points its
-  own Barnes-Hut is the faster of the two, so we let openTSNE pick ("auto").
-- PCA (50 components) is used for the t-SNE initialisation (a PCA init keeps the
-  global arrangement stable between runs), as UMAP's data argument and for the
-  k-means clusters. It is not used for neighbours: those come exact from the full
-  vectors, which the path graph needs anyway, so a reduced k-NN would only add a
-  second, worse pass.
-- Heavy libraries (openTSNE, umap/numba, scikit-learn) are imported inside the
-  functions: the service imports this module for the query placement only.
+What a build asks of its maps (LayoutParams, which layouts, how many neighbours
+they need), the grid (its shape, the exact assignment of points to cells, cells
+and positions), and place(): where an image goes among its nearest neighbours'
+positions. The service places uploads and added images with these; only a full
+build fits maps, in indexer/mapfit.py.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 LAYOUTS = ("tsne", "umap", "grid")
-PCA_DIM = 50
-PCA_CHUNK = 65_536
-# Below this many points t-SNE and UMAP are not meaningful (nor stable): the map
-# falls back to the first two principal components.
-MIN_POINTS = 8
 GRID_BLOCK = 1024  # cells per exact assignment; see grid_cells
 GRID_SLACK = 0.1  # spare grid cells, for images added later; see grid_cells
-# Layouts are fitted on at most this many images; the rest are placed (maps.py).
+# Layouts are fitted on at most this many images; the rest are placed (mapfit.py).
 # openTSNE and UMAP take ~6 and ~3 minutes at 100k on 2 cores and grow linearly,
 # so a million images would hold a build for over an hour and many GB.
 FIT_SAMPLE = 100_000
@@ -85,35 +67,6 @@ def knn_needed(layouts: tuple[str, ...], params: LayoutParams) -> int:
     return k
 
 
-def sims_to_distances(sims: np.ndarray) -> np.ndarray:
-    """Inner products of unit vectors -> Euclidean distances (what both libraries expect)."""
-    return np.sqrt(np.clip(2.0 - 2.0 * sims, 0.0, None)).astype(np.float32)
-
-
-def pca(
-    vectors: np.ndarray, dim: int = PCA_DIM, seed: int = 0, fit_rows: np.ndarray | None = None
-) -> np.ndarray:
-    """Every row projected on the top `dim` components of `fit_rows` (default all);
-    projected in chunks, so a memory-mapped million never sits in memory twice."""
-    from sklearn.decomposition import PCA
-
-    fit = np.asarray(vectors[fit_rows] if fit_rows is not None else vectors, dtype=np.float32)
-    dim = min(dim, fit.shape[0], fit.shape[1])
-    model = PCA(dim, svd_solver="randomized", random_state=seed).fit(fit)
-    out = np.empty((len(vectors), dim), np.float32)
-    for start in range(0, len(vectors), PCA_CHUNK):
-        chunk = np.asarray(vectors[start : start + PCA_CHUNK], dtype=np.float32)
-        out[start : start + PCA_CHUNK] = model.transform(chunk)
-    return out
-
-
-def fit_sample(n: int, size: int, seed: int = 0) -> np.ndarray | None:
-    """The sorted rows a layout is fitted on when n exceeds `size` (seeded); else None."""
-    if n <= size:
-        return None
-    return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
-
-
 def normalise(points: np.ndarray) -> np.ndarray:
     """Into [0, 1] with one scale for both axes (aspect kept), centred on the short one."""
     p = np.asarray(points, dtype=np.float64)
@@ -125,94 +78,6 @@ def normalise(points: np.ndarray) -> np.ndarray:
         return np.full((len(p), 2), 0.5, np.float32)
     out = (p - lo) / span + (1.0 - (hi - lo) / span) / 2.0
     return np.clip(out, 0.0, 1.0).astype(np.float32)
-
-
-def _fallback(reduced: np.ndarray) -> np.ndarray:
-    p = np.zeros((len(reduced), 2), np.float64)
-    p[:, : min(2, reduced.shape[1])] = reduced[:, :2]
-    return normalise(p)
-
-
-def tsne(
-    reduced: np.ndarray,
-    knn_sims: np.ndarray,
-    knn_ids: np.ndarray,
-    *,
-    perplexity: float = 30.0,
-    seed: int = 0,
-    n_jobs: int = -1,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """openTSNE over the shared k-NN; `reduced` (PCA) only seeds the initial layout."""
-    n = len(reduced)
-    if n < MIN_POINTS:
-        return _fallback(reduced), {"method": "pca-fallback"}
-    from openTSNE import TSNEEmbedding, affinity, initialization, nearest_neighbors
-
-    k = min(knn_ids.shape[1], math.ceil(3 * perplexity), n - 1)
-    ids = np.ascontiguousarray(knn_ids[:, :k], dtype=np.int64)
-    if (ids < 0).any():  # openTSNE would write out of bounds
-        raise ValueError("t-SNE needs complete k-NN lists: found -1 neighbours")
-    dists = np.ascontiguousarray(sims_to_distances(knn_sims[:, :k]), dtype=np.float64)
-    perp = min(perplexity, (k - 1) / 3) if k < 3 * perplexity else perplexity
-    aff = affinity.PerplexityBasedNN(
-        perplexity=max(perp, 1.0),
-        knn_index=nearest_neighbors.PrecomputedNeighbors(ids, dists),
-        n_jobs=n_jobs,
-    )
-    init = initialization.rescale(reduced[:, :2].astype(np.float64))
-    method = "fft" if n >= 10_000 else "bh"
-    emb = TSNEEmbedding(
-        init, aff, negative_gradient_method=method, n_jobs=n_jobs, random_state=seed
-    )
-    # openTSNE's standard schedule: early exaggeration, then the free phase.
-    emb = emb.optimize(250, exaggeration=12, momentum=0.5).optimize(500, momentum=0.8)
-    return normalise(np.asarray(emb)), {
-        "method": f"opentsne-{method}",
-        "perplexity": float(perp),
-        "neighbors": int(k),
-    }
-
-
-def umap(
-    reduced: np.ndarray,
-    knn_sims: np.ndarray,
-    knn_ids: np.ndarray,
-    *,
-    n_neighbors: int = 15,
-    min_dist: float = 0.1,
-    seed: int = 0,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """umap-learn over the shared k-NN (precomputed_knn); seeded, hence single-threaded."""
-    n = len(reduced)
-    if n < MIN_POINTS:
-        return _fallback(reduced), {"method": "pca-fallback"}
-    import umap as umap_learn
-
-    # Below n_neighbors + 1 images umap itself truncates to n - 1 (and warns): ask for that.
-    nn = min(n_neighbors, n - 1, knn_ids.shape[1] + 1)
-    # umap wants each point's own row first (distance 0), then its neighbours.
-    ids = np.concatenate([np.arange(n, dtype=np.int64)[:, None], knn_ids[:, : nn - 1]], axis=1)
-    dists = np.concatenate(
-        [np.zeros((n, 1), np.float32), sims_to_distances(knn_sims[:, : nn - 1])], axis=1
-    )
-    dists[ids < 0] = np.inf  # padding (never there when n > nn) stays out of the graph
-    model = umap_learn.UMAP(
-        n_neighbors=nn,
-        min_dist=min_dist,
-        random_state=seed,
-        precomputed_knn=(ids, dists, None),
-        init="spectral" if n > 32 else "random",
-    )
-    with warnings.catch_warnings():
-        # Both intended, so only these two are hushed: a seed overrides n_jobs (single
-        # thread, reproducible) and precomputed_knn carries no search index, so umap
-        # has no transform (new images are placed by neighbour weights, see place()).
-        warnings.filterwarnings(
-            "ignore", message=r"n_jobs value .* overridden", category=UserWarning
-        )
-        warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]", category=UserWarning)
-        points = model.fit_transform(reduced)
-    return normalise(points), {"method": "umap-learn", "n_neighbors": int(nn)}
 
 
 def grid_shape(n: int, slack: float = GRID_SLACK) -> tuple[int, int]:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -170,3 +173,72 @@ def test_only_the_admin_key_adds_or_removes(site: dict) -> None:
     off = Settings(data_dir=site["data"], reload_interval_s=3600)
     with TestClient(create_app(off)) as plain:
         assert plain.delete("/api/images/0").status_code == 403  # no admin key: switched off
+
+
+@pytest.fixture
+def small(tmp_path: Path, models_dir: Path) -> tuple[Path, Path]:
+    """A collection of its own, indexed: (collection, data)."""
+    collection = make_collection(tmp_path / "collection", photos=6)
+    data = fresh_data_dir(tmp_path, models_dir)
+    build(collection, data)
+    return collection, data
+
+
+# The layout libraries, torch, and the module that fits maps: the service has none.
+_FITTING = ("sklearn", "openTSNE", "umap", "numba", "torch", "pynndescent")
+
+
+def test_the_service_adds_an_image_without_importing_what_fits_maps(
+    small: tuple[Path, Path], tmp_path: Path
+) -> None:
+    _, data = small
+    shot = tmp_path / "shot.jpg"
+    shot.write_bytes(photo(0))
+    script = f"""
+import sys
+from fastapi.testclient import TestClient
+from service.app import create_app
+from service.settings import Settings
+
+settings = Settings(data_dir={str(data)!r}, admin_key="k", reload_interval_s=3600)
+with TestClient(create_app(settings)) as c:
+    files = [("files", ("n.jpg", open({str(shot)!r}, "rb").read(), "image/jpeg"))]
+    res = c.post("/api/images", files=files, headers={{"X-API-Key": "k"}})
+    assert res.status_code == 201, res.text
+    top = c.post("/api/search?k=1", files={{"file": files[0][1]}}, headers={{"X-API-Key": "k"}})
+    assert top.json()["results"][0]["id"] == res.json()["images"][0]["id"], top.text
+print(sorted(m for m in sys.modules if m.split(".")[0] in {_FITTING!r} or m == "indexer.mapfit"))
+"""
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_maps_only_a_full_build_can_redo_are_a_409_and_nothing_is_published(
+    small: tuple[Path, Path],
+) -> None:
+    collection, data = small
+    live = open_snapshot(data)
+    # Maps without clusters: placing cannot carry them (a full layout is due).
+    manifest = json.loads((live.path / "manifest.json").read_text())
+    del manifest["files"]["clusters.npy"]
+    (live.path / "manifest.json").write_text(json.dumps(manifest))
+    (live.path / "clusters.npy").unlink()
+    settings = Settings(data_dir=data, admin_key=ADMIN, reload_interval_s=3600)
+    with TestClient(create_app(settings)) as client:
+        res = client.post(
+            "/api/images",
+            files=[("files", ("new.jpg", photo(0), "image/jpeg"))],
+            headers={"X-API-Key": ADMIN},
+        )
+        assert res.status_code == 409, res.text
+        assert "run `pixscape index`" in res.json()["detail"]
+        assert client.get("/api/stats").json()["snapshot"] == live.id
+    assert (data / "CURRENT").read_text().strip() == live.id
+    (stored,) = (collection / "uploads").iterdir()  # kept for the next full build
+    assert stored.read_bytes() == photo(0)
+    build(collection, data)
+    after = open_snapshot(data)
+    assert after.clusters is not None and "uploads/" + stored.name in {r.path for r in after.rows}

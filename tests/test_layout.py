@@ -14,7 +14,8 @@ from PIL import Image, ImageOps
 from indexer import index as faiss_index
 from indexer import layout
 from indexer.atlas import build_atlases, locate
-from indexer.maps import compute_maps, knn_preservation, trustworthiness
+from indexer.mapfit import compute_maps, fit_sample
+from indexer.maps import knn_preservation, trustworthiness
 from indexer.snapshot import open_snapshot
 
 from .conftest import Built
@@ -269,7 +270,7 @@ def test_layouts_fit_on_a_sample_and_place_the_rest(built: Built) -> None:
     maps = compute_maps(vectors, sims, ids, labels=labels, params=params)
     fit = maps.info["fit"]
     assert fit["sample"] == 100 and fit["placed"] == n - 100 and fit["limit"] == 100
-    sample = layout.fit_sample(n, 100, seed=0)
+    sample = fit_sample(n, 100, seed=0)
     assert sample is not None and len(np.unique(sample)) == 100
     rest = np.setdiff1d(np.arange(n), sample)
     for name, pos in maps.layouts.items():
@@ -293,7 +294,7 @@ def test_layouts_fit_on_a_sample_and_place_the_rest(built: Built) -> None:
     again = compute_maps(vectors, sims, ids, labels=labels, params=params)
     assert np.array_equal(again.layouts["tsne"], maps.layouts["tsne"])
     whole = compute_maps(vectors, sims, ids, labels=labels, layouts=("umap",))
-    assert "fit" not in whole.info and layout.fit_sample(n, n) is None
+    assert "fit" not in whole.info and fit_sample(n, n) is None
 
 
 def _place_reference(scores: np.ndarray, ids: np.ndarray, positions: np.ndarray):

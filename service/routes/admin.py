@@ -28,8 +28,10 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, Uplo
 from pydantic import BaseModel, Field
 
 from indexer.build import build
+from indexer.config import BuildConfig
+from indexer.finish import RelayoutDue
 from indexer.graph import DEFAULT_K, DEFAULT_POWER
-from indexer.layout import LayoutParams
+from indexer.layout import LAYOUTS, LayoutParams
 from indexer.scan import readable
 from indexer.snapshot import Snapshot, fsync_dir
 
@@ -46,7 +48,11 @@ router = APIRouter(
     responses={
         401: {"model": ErrorBody, "description": "missing or wrong admin key"},
         403: {"model": ErrorBody, "description": "admin API switched off (no admin key set)"},
-        409: {"model": ErrorBody, "description": "the collection folder is not writable"},
+        409: {
+            "model": ErrorBody,
+            "description": "the collection folder is not writable, or the maps need a full"
+            " layout (`pixscape index`)",
+        },
     },
 )
 
@@ -127,9 +133,16 @@ async def _latest(holder: SnapshotHolder) -> Live:
 
 
 async def _run(work: Callable[[], Snapshot]) -> Snapshot:
-    """Run an admin change off the event loop; a read-only collection is a 409."""
+    """Run an admin change off the event loop; a read-only collection, or maps that
+    only a full build can lay out again, is a 409."""
     try:
         return await anyio.to_thread.run_sync(work)
+    except RelayoutDue as exc:
+        raise HTTPException(
+            status_code=409,
+            detail=f"{exc}; the change to the collection folder is kept, and that"
+            " build takes it in (the live snapshot is unchanged until then)",
+        ) from exc
     except OSError as exc:
         if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
             raise
@@ -140,21 +153,33 @@ async def _run(work: Callable[[], Snapshot]) -> Snapshot:
         ) from exc
 
 
+def _config(snapshot: Snapshot) -> BuildConfig:
+    """The options the snapshot was built with (older manifests: what they record)."""
+    m = snapshot.manifest
+    recorded = (m.inputs or {}).get("options")
+    if recorded is not None:
+        return BuildConfig.recorded(recorded, relayout=False)
+    return BuildConfig(
+        model_id=m.model.id,
+        layouts=tuple(snapshot.layouts) or LAYOUTS,
+        layout_params=LayoutParams(seed=int((m.maps or {}).get("seed", 0))),
+        graph_k=m.graph.k if m.graph else DEFAULT_K,
+        path_power=m.graph.power if m.graph else DEFAULT_POWER,
+    )
+
+
 def _reindex(snapshot: Snapshot, settings: Settings, holder: SnapshotHolder) -> Snapshot:
     """Re-index the collection incrementally with the snapshot's own model; go live."""
     m = snapshot.manifest
     build(
         snapshot.collection_root,
         settings.data_dir,
-        model_id=m.model.id,
+        _config(snapshot).with_(
+            threads=settings.inference_threads,
+            max_pixels=settings.max_pixels,  # the service's own decoding budget
+            place_only=True,  # the service has no t-SNE/UMAP: the next `pixscape index` refits
+        ),
         onnx_model=(snapshot.model_path, m.model.fingerprint),
-        layouts=tuple(snapshot.layouts) or None,
-        layout_params=LayoutParams(seed=int((m.maps or {}).get("seed", 0))),
-        threads=settings.inference_threads,
-        max_pixels=settings.max_pixels,
-        refit_on_drift=False,  # the service has no t-SNE/UMAP: the next `pixscape index` refits
-        graph_k=m.graph.k if m.graph else DEFAULT_K,
-        path_power=m.graph.power if m.graph else DEFAULT_POWER,
     )
     holder.refresh()
     if holder.live is None:
