@@ -32,6 +32,7 @@ from _common import DEFAULT_PHOTOS, emit, note, percentile, serve
 
 from indexer import graph as G
 from indexer import index as faiss_index
+from indexer import routing as R
 
 BENCH = "paths"
 DIM = 64
@@ -106,13 +107,13 @@ def quality(vectors: np.ndarray, n_pairs: int) -> None:
     todo = pairs(n, n_pairs)
     for k in (5, 10, 15, 20, 30):
         graph, info = G.build_graph(vectors, sims, ids, k=k)
-        finder = G.PathFinder(graph)
+        finder = R.PathFinder(graph)
         weakest_p1: np.ndarray | None = None
         for p in (1.0, 2.0, 3.0, 4.0, 6.0):
             weakest, mean, hops = [], [], []
             for s, t in todo:
                 chain = finder.route([int(s), int(t)], power=p).chain
-                step = G.step_similarities(vectors[chain])
+                step = R.step_similarities(vectors[chain])
                 weakest.append(step.min())
                 mean.append(step.mean())
                 hops.append(len(chain) - 1)
@@ -166,7 +167,7 @@ def scale(n: int, queries: int, k: int, power: float, classic: bool) -> None:
         **base,
     )
     del sims, ids
-    finder = G.PathFinder(graph)
+    finder = R.PathFinder(graph)
     todo = pairs(n, queries if n < 1_000_000 else min(queries, 50))
     finder.route([int(todo[0, 0]), int(todo[0, 1])], power=power)  # warm the weight cache
     lat = []

@@ -22,6 +22,7 @@ import numpy as np
 
 from indexer import graph as path_graph
 from indexer import index as faiss_index
+from indexer import routing
 from indexer.snapshot import Snapshot
 
 from .errors import InvalidPath, NoPath, NoPathGraph
@@ -64,7 +65,7 @@ def uploaded_end(
 
 @dataclass(frozen=True)
 class Engine:
-    finder: path_graph.PathFinder
+    finder: routing.PathFinder
     canonical: np.ndarray
     by_sha: dict[str, int]  # content hash -> canonical id
     k: int
@@ -87,7 +88,7 @@ def _make_engine(snapshot: Snapshot) -> Engine:
     assert snapshot.graph is not None and params is not None  # open_snapshot checks both
     canonical = path_graph.canonical_ids([r.sha256 for r in snapshot.rows])
     return Engine(
-        finder=path_graph.PathFinder(snapshot.graph),
+        finder=routing.PathFinder(snapshot.graph),
         canonical=canonical,
         by_sha={r.sha256: int(canonical[i]) for i, r in enumerate(snapshot.rows)},
         k=params.k,
@@ -126,7 +127,7 @@ def _distinct_stops(snapshot: Snapshot, eng: Engine, requested: Sequence[End]) -
 
 def _attachment(
     snapshot: Snapshot, eng: Engine, upload: UploadedEnd, stops: set[int]
-) -> path_graph.Attachment:
+) -> routing.Attachment:
     """The upload's k nearest distinct images; a catalog copy of it stands aside."""
     twin = eng.by_sha.get(upload.sha256)
     if twin is not None and twin in stops:
@@ -140,12 +141,12 @@ def _attachment(
     ok = (ids >= 0) & (ids != (twin if twin is not None else -1))
     ok &= eng.canonical[np.where(ids >= 0, ids, 0)] == ids
     ids, sims = ids[ok][: eng.k], sims[ok][: eng.k]
-    return path_graph.Attachment(ids=ids.astype(np.int64), dist=1.0 - sims.astype(np.float64))
+    return routing.Attachment(ids=ids.astype(np.int64), dist=1.0 - sims.astype(np.float64))
 
 
 def _no_path(
     snapshot: Snapshot,
-    exc: path_graph.NoPath,
+    exc: routing.NoPath,
     requested: Sequence[End],
     opts: PathOptions,
     avoid: set[int],
@@ -175,7 +176,7 @@ class _Plan:
     avoid: set[int]  # canonical nodes the route must not use
     uploads: list[UploadedEnd]
     upload_node: dict[str, int]  # "source" / "target" -> its node
-    attachments: list[path_graph.Attachment]
+    attachments: list[routing.Attachment]
 
 
 def _plan(live: Live, eng: Engine, requested: list[End], avoided: list[int]) -> _Plan:
@@ -230,7 +231,7 @@ def solve(live: Live, ends: tuple[End, End], opts: PathOptions) -> PathResponse:
             min_similarity=opts.min_similarity,
             attachments=plan.attachments,
         )
-    except path_graph.NoPath as exc:
+    except routing.NoPath as exc:
         raise _no_path(live.snapshot, exc, requested, opts, plan.avoid) from None
     response = _describe(live.snapshot, eng, plan, route, opts, power)
     response.took_ms = round((time.perf_counter() - started) * 1000, 2)
@@ -241,7 +242,7 @@ def _describe(
     snapshot: Snapshot,
     eng: Engine,
     plan: _Plan,
-    route: path_graph.Route,
+    route: routing.Route,
     opts: PathOptions,
     power: float,
 ) -> PathResponse:
@@ -254,9 +255,9 @@ def _describe(
             chain[pos] = end  # the very id asked for, not its canonical twin
     extra = {plan.upload_node[u.which]: u.vector for u in plan.uploads}
     vectors = np.stack([extra[i] if i >= count else snapshot.vectors[i] for i in chain])
-    arc = np.r_[0.0, np.cumsum(np.clip(1.0 - path_graph.step_similarities(vectors), 0, None))]
-    keep = path_graph.resample(route.stops, arc, opts.max_steps or len(chain))
-    sims = path_graph.step_similarities(vectors[keep])
+    arc = np.r_[0.0, np.cumsum(np.clip(1.0 - routing.step_similarities(vectors), 0, None))]
+    keep = routing.resample(route.stops, arc, opts.max_steps or len(chain))
+    sims = routing.step_similarities(vectors[keep])
     stop_pos = set(route.stops)
     which = {plan.upload_node[u.which]: u.which for u in plan.uploads}
     items = [

@@ -10,15 +10,16 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components, dijkstra
 
 from indexer import graph as G
+from indexer import routing as R
 from indexer.index import build_index, knn_self
 
 from .conftest import Built
 
 
 @pytest.fixture(scope="module")
-def finder(built: Built) -> G.PathFinder:
+def finder(built: Built) -> R.PathFinder:
     assert built.snapshot.graph is not None
-    return G.PathFinder(built.snapshot.graph)
+    return R.PathFinder(built.snapshot.graph)
 
 
 def _pairs(n: int, count: int, seed: int = 0) -> list[tuple[int, int]]:
@@ -62,7 +63,7 @@ def test_edge_weights_are_cosine_distances(built: Built) -> None:
 
 
 def test_routes_follow_edges_are_exact_and_end_where_asked(
-    built: Built, finder: G.PathFinder
+    built: Built, finder: R.PathFinder
 ) -> None:
     graph = built.snapshot.graph
     assert graph is not None
@@ -82,20 +83,20 @@ def test_routes_follow_edges_are_exact_and_end_where_asked(
         assert route.cost == pytest.approx(dijkstra(weights, indices=s)[t], rel=1e-9)
 
 
-def test_power_strengthens_the_weakest_step(built: Built, finder: G.PathFinder) -> None:
+def test_power_strengthens_the_weakest_step(built: Built, finder: R.PathFinder) -> None:
     """Not a theorem for each pair (a p > 1 route can trade a slightly weaker step
     for many strong ones), so it is checked over many pairs."""
     v = _vectors(built)
     raw, smooth = [], []
     for s, t in _pairs(built.snapshot.count, 200, seed=1):
-        raw.append(G.step_similarities(v[finder.route([s, t], power=1.0).chain]).min())
-        smooth.append(G.step_similarities(v[finder.route([s, t]).chain]).min())
+        raw.append(R.step_similarities(v[finder.route([s, t], power=1.0).chain]).min())
+        smooth.append(R.step_similarities(v[finder.route([s, t]).chain]).min())
     raw_a, smooth_a = np.array(raw), np.array(smooth)
     assert np.mean(smooth_a >= raw_a - 1e-6) >= 0.95
     assert smooth_a.mean() >= raw_a.mean()
 
 
-def test_waypoints_in_order_without_repeats(built: Built, finder: G.PathFinder) -> None:
+def test_waypoints_in_order_without_repeats(built: Built, finder: R.PathFinder) -> None:
     graph = built.snapshot.graph
     assert graph is not None
     rng = np.random.default_rng(2)
@@ -103,7 +104,7 @@ def test_waypoints_in_order_without_repeats(built: Built, finder: G.PathFinder) 
         stops = [int(x) for x in rng.choice(built.snapshot.count, 4, replace=False)]
         try:
             route = finder.route(stops)
-        except G.NoPath as exc:  # legal only when earlier legs cut a later one off
+        except R.NoPath as exc:  # legal only when earlier legs cut a later one off
             assert exc.leg > 0
             continue
         assert [route.chain[p] for p in route.stops] == stops
@@ -112,7 +113,7 @@ def test_waypoints_in_order_without_repeats(built: Built, finder: G.PathFinder) 
         assert all(_is_edge(graph, a, b) for a, b in pairwise(route.chain))
 
 
-def test_avoid_and_similarity_floor(built: Built, finder: G.PathFinder) -> None:
+def test_avoid_and_similarity_floor(built: Built, finder: R.PathFinder) -> None:
     v = _vectors(built)
     s, t = 0, built.snapshot.count - 1
     first = finder.route([s, t])
@@ -120,27 +121,27 @@ def test_avoid_and_similarity_floor(built: Built, finder: G.PathFinder) -> None:
     if inner:
         again = finder.route([s, t], avoid=inner)
         assert not set(inner) & set(again.chain)
-    floor = float(G.step_similarities(v[first.chain]).min()) - 0.05
+    floor = float(R.step_similarities(v[first.chain]).min()) - 0.05
     floored = finder.route([s, t], min_similarity=floor)
-    assert G.step_similarities(v[floored.chain]).min() >= floor - 1e-6
-    with pytest.raises(G.NoPath):
+    assert R.step_similarities(v[floored.chain]).min() >= floor - 1e-6
+    with pytest.raises(R.NoPath):
         finder.route([s, t], min_similarity=0.999)
     # The finder's shared weights are untouched by the masks above.
     assert finder.route([s, t]).chain == first.chain
 
 
-def test_attached_upload_routes_through_its_neighbours(built: Built, finder: G.PathFinder) -> None:
+def test_attached_upload_routes_through_its_neighbours(built: Built, finder: R.PathFinder) -> None:
     v = _vectors(built)
     n = built.snapshot.count
     q = v[5] + v[6]
     q /= np.linalg.norm(q)
     sims = v @ q
     near = np.argsort(-sims)[:4]
-    attach = G.Attachment(ids=near, dist=1.0 - sims[near])
+    attach = R.Attachment(ids=near, dist=1.0 - sims[near])
     route = finder.route([n, 100], attachments=[attach])
     assert route.chain[0] == n and route.chain[-1] == 100 and route.chain[1] in set(near)
     both = finder.route(
-        [n, n + 1], attachments=[attach, G.Attachment(np.array([100]), np.array([0.2]))]
+        [n, n + 1], attachments=[attach, R.Attachment(np.array([100]), np.array([0.2]))]
     )
     assert both.chain[0] == n and both.chain[-1] == n + 1 and both.chain[-2] == 100
 
@@ -158,7 +159,7 @@ def test_components_are_joined_and_duplicates_carry_no_edges() -> None:
     assert info.components_before > 1 and info.join_edges >= info.components_before - 1
     assert info.nodes == 600 and np.diff(graph.indptr)[600:].max() == 0
     assert connected_components(graph[:600][:, :600], directed=False)[0] == 1
-    finder = G.PathFinder(graph)
+    finder = R.PathFinder(graph)
     for s, t in _pairs(600, 40, seed=4):
         chain = finder.route([s, t]).chain
         assert max(chain) < 600 and len({keys[i] for i in chain}) == len(chain)
@@ -188,11 +189,11 @@ def test_hinted_links_join_components_without_a_search() -> None:
 
 def test_no_route_when_cut_off() -> None:
     graph = sp.csr_array(np.array([[0, 0.1, 0], [0.1, 0, 0.2], [0, 0.2, 0]], dtype=np.float32))
-    finder = G.PathFinder(graph)
+    finder = R.PathFinder(graph)
     assert finder.route([0, 2]).chain == [0, 1, 2]
-    with pytest.raises(G.NoPath):
+    with pytest.raises(R.NoPath):
         finder.route([0, 2], avoid=[1])
-    with pytest.raises(G.NoPath) as caught:
+    with pytest.raises(R.NoPath) as caught:
         finder.route([1, 0, 2])  # 0 is a dead end once 1 is used
     assert caught.value.leg == 1
 
@@ -200,11 +201,11 @@ def test_no_route_when_cut_off() -> None:
 def test_resample_keeps_stops_and_budget() -> None:
     arc = np.cumsum(np.r_[0.0, np.full(40, 0.1)])
     stops = [0, 10, 40]
-    keep = G.resample(stops, arc, 8)
+    keep = R.resample(stops, arc, 8)
     assert len(keep) <= 8 and set(stops) <= set(keep) and keep == sorted(keep)
-    assert G.resample(stops, arc, 100) == list(range(41))
+    assert R.resample(stops, arc, 100) == list(range(41))
     with pytest.raises(ValueError):
-        G.resample(stops, arc, 2)
+        R.resample(stops, arc, 2)
 
 
 def test_graph_k_is_checked() -> None:

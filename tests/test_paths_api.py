@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from indexer import graph as G
+from indexer import routing as R
 from indexer.build import build
 from indexer.manifest import Contents
 from indexer.snapshot import open_snapshot, write_snapshot
@@ -54,7 +55,7 @@ def test_path_between_two_images(client: TestClient, built: Built) -> None:
     v = np.asarray(built.snapshot.vectors)
     sims = [item["similarity"] for item in body["chain"]]
     assert sims[0] is None
-    expected = G.step_similarities(v[ids])
+    expected = R.step_similarities(v[ids])
     assert np.allclose(sims[1:], expected, atol=1e-5)
     assert body["weakest_similarity"] == pytest.approx(min(sims[1:]), abs=1e-6)
     assert body["chain"][body["weakest_step"]]["similarity"] == body["weakest_similarity"]
