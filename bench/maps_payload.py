@@ -40,9 +40,10 @@ def write_fake_snapshot(data: Path, n: int, model: Path) -> None:
     import faiss
 
     from indexer import index as faiss_index
+    from indexer.catalog import CatalogRow
     from indexer.manifest import CollectionEntry, Contents, ModelEntry
     from indexer.maps import Maps
-    from indexer.snapshot import CatalogRow, publish, write_snapshot
+    from indexer.snapshot import publish, write_snapshot
 
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((n, 8)).astype(np.float32)

@@ -228,8 +228,9 @@ def scale(n: int, queries: int, k: int, power: float, classic: bool) -> None:
 def synthetic_snapshot(data: Path, n: int, k: int, power: float) -> None:
     """A real snapshot of n synthetic images (1 px thumbnails, fake catalog)."""
     from indexer.build import build
+    from indexer.catalog import CatalogRow
     from indexer.manifest import CollectionEntry, Contents, GraphEntry, ModelEntry
-    from indexer.snapshot import CatalogRow, graph_to_bytes, publish, write_snapshot
+    from indexer.snapshot import graph_to_bytes, publish, write_snapshot
 
     models = data / "models"
     photos = Path(tempfile.mkdtemp(prefix="pixscape-paths-one-"))

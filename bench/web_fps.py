@@ -37,9 +37,10 @@ from _common import HOST, emit, free_port, note, percentile
 from PIL import Image
 
 from indexer.atlas import build_atlases
+from indexer.catalog import CatalogRow
 from indexer.manifest import CollectionEntry, Contents, ModelEntry
 from indexer.models import DEFAULT_MODEL, ensure_onnx, get_spec
-from indexer.snapshot import CatalogRow, publish, write_snapshot
+from indexer.snapshot import publish, write_snapshot
 
 BENCH = "web_fps"
 CHROMIUM = "/usr/bin/chromium"

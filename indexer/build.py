@@ -237,57 +237,92 @@ def build(
                 " it stays live, no new snapshot written"
             )
             return _unchanged_report(kept_live, entries, skipped, started)
-        model_key = f"{spec.id}-{fingerprint[:16]}"
         embedder = Embedder(onnx_path, threads=config.threads, device=config.device)
-        with EmbeddingCache(data_dir / "cache", model_key, embedder.dim) as cache:
-            t1 = time.monotonic()
-            todo = _not_cached(entries, cache.known())
-            failed = _embed(
-                todo, embedder, cache, config, data_dir / "shards" / model_key, progress
-            )
-            embed_seconds = time.monotonic() - t1
-            usable = cache.known()
-            load_seconds = time.monotonic() - t1 - embed_seconds
-            failed_paths = {s.path for s in failed}
-            for entry in entries:
-                # A file whose content failed under another name is skipped here too.
-                if entry.sha256 not in usable and entry.rel_path not in failed_paths:
-                    failed.append(Skipped(entry.rel_path, "same content as a file that failed"))
-            kept = [e for e in entries if e.sha256 in usable]
-            all_skipped = skipped + failed
-            embedded = len(todo) - len(failed_paths)
-            finished = finish(
-                data_dir,
-                folder,
-                kept=kept,
-                fetch=cache.get_many,
-                model=ModelInfo(spec.id, fingerprint, embedder.input_size, embedder.dim, onnx_path),
-                options=FinishOptions(
-                    layouts=config.layouts,
-                    layout_params=config.layout_params,
-                    graph_k=config.graph_k,
-                    path_power=config.path_power,
-                    relayout=config.relayout,
-                    place_only=config.place_only,
-                    threads=config.threads,
-                ),
-                files_seen=len(entries),
-                build_info={
-                    "embedded": embedded,
-                    "reused": len(kept) - embedded,
-                    "skipped": [
-                        {"path": readable(s.path), "reason": s.reason} for s in all_skipped[:1000]
-                    ],
-                    "skipped_count": len(all_skipped),
-                    "export_seconds": round(export_seconds, 3),
-                    "embed_seconds": round(embed_seconds, 3),
-                    "engine": config.engine,
-                },
-                log=progress.log,
-                inputs=inputs,
-            )
+        model = ModelInfo(spec.id, fingerprint, embedder.input_size, embedder.dim, onnx_path)
+        report = _embed_and_finish(
+            folder,
+            data_dir,
+            config,
+            entries,
+            skipped,
+            embedder,
+            model,
+            inputs,
+            progress,
+            export_seconds=export_seconds,
+        )
         clean_stale(data_dir)
+    report.seconds = time.monotonic() - started
+    report.export_seconds = export_seconds
+    report.stages = {
+        "scan": round(scan_seconds, 3),
+        "export": round(export_seconds, 3),
+        **report.stages,
+    }
+    return report
 
+
+def _embed_and_finish(
+    folder: Path,
+    data_dir: Path,
+    config: BuildConfig,
+    entries: list[FileEntry],
+    skipped: list[Skipped],
+    embedder: Embedder,
+    model: ModelInfo,
+    inputs: dict[str, Any],
+    progress: Progress,
+    *,
+    export_seconds: float,
+) -> BuildReport:
+    """Embed what the cache lacks, then finish the snapshot of every usable entry.
+    The report's overall seconds and the scan and export stages are the caller's."""
+    model_key = f"{model.id}-{model.fingerprint[:16]}"
+    with EmbeddingCache(data_dir / "cache", model_key, embedder.dim) as cache:
+        t1 = time.monotonic()
+        todo = _not_cached(entries, cache.known())
+        failed = _embed(todo, embedder, cache, config, data_dir / "shards" / model_key, progress)
+        embed_seconds = time.monotonic() - t1
+        usable = cache.known()
+        load_seconds = time.monotonic() - t1 - embed_seconds
+        failed_paths = {s.path for s in failed}
+        for entry in entries:
+            # A file whose content failed under another name is skipped here too.
+            if entry.sha256 not in usable and entry.rel_path not in failed_paths:
+                failed.append(Skipped(entry.rel_path, "same content as a file that failed"))
+        kept = [e for e in entries if e.sha256 in usable]
+        all_skipped = skipped + failed
+        embedded = len(todo) - len(failed_paths)
+        finished = finish(
+            data_dir,
+            folder,
+            kept=kept,
+            fetch=cache.get_many,
+            model=model,
+            options=FinishOptions(
+                layouts=config.layouts,
+                layout_params=config.layout_params,
+                graph_k=config.graph_k,
+                path_power=config.path_power,
+                relayout=config.relayout,
+                place_only=config.place_only,
+                threads=config.threads,
+            ),
+            files_seen=len(entries),
+            build_info={
+                "embedded": embedded,
+                "reused": len(kept) - embedded,
+                "skipped": [
+                    {"path": readable(s.path), "reason": s.reason} for s in all_skipped[:1000]
+                ],
+                "skipped_count": len(all_skipped),
+                "export_seconds": round(export_seconds, 3),
+                "embed_seconds": round(embed_seconds, 3),
+                "engine": config.engine,
+            },
+            log=progress.log,
+            inputs=inputs,
+        )
     return BuildReport(
         snapshot_id=finished.snapshot_dir.name,
         snapshot_dir=finished.snapshot_dir,
@@ -295,12 +330,8 @@ def build(
         embedded=embedded,
         reused=len(kept) - embedded,
         skipped=all_skipped,
-        seconds=time.monotonic() - started,
-        export_seconds=export_seconds,
         embed_seconds=embed_seconds,
         stages={
-            "scan": round(scan_seconds, 3),
-            "export": round(export_seconds, 3),
             "embed": round(embed_seconds, 3),
             "load": round(load_seconds, 3),
             **finished.timings,

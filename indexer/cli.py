@@ -30,7 +30,7 @@ def file_size(text: str) -> int:
 
 def add_index_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     # Defaults and ranges are BuildConfig's and LayoutParams': one home, checked there.
-    d, lp = BuildConfig(), LayoutParams()
+    d = BuildConfig()
     p = subparsers.add_parser("index", help="index a folder of images into a snapshot")
     p.add_argument("folder", nargs="?", default="images", type=Path, help="default: images/")
     p.add_argument("--data", default="data", type=Path, help="data folder (default: data/)")
@@ -74,6 +74,12 @@ def add_index_parser(subparsers: argparse._SubParsersAction) -> None:  # type: i
         help=f"default path smoothness p: a step costs distance**p ({MIN_POWER:g}-{MAX_POWER:g};"
         f" higher: smaller steps; {d.path_power:g})",
     )
+    _add_map_options(p, d, LayoutParams())
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=run_index)
+
+
+def _add_map_options(p: argparse.ArgumentParser, d: BuildConfig, lp: LayoutParams) -> None:
     p.add_argument(
         "--layouts",
         default=",".join(d.layouts),
@@ -111,8 +117,6 @@ def add_index_parser(subparsers: argparse._SubParsersAction) -> None:  # type: i
         " where it was and places new ones among their neighbours, until they pass"
         f" {DRIFT_LIMIT * 100:.0f}%%)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=run_index)
 
 
 def config_of(args: argparse.Namespace) -> BuildConfig:

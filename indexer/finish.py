@@ -36,6 +36,7 @@ from .carry import (
     previous_knn,
     previous_snapshot,
 )
+from .catalog import CatalogRow
 from .config import KNN_K
 from .layout import LayoutParams, knn_needed
 from .manifest import (
@@ -51,7 +52,7 @@ from .manifest import (
 )
 from .maps import Maps
 from .scan import FileEntry, readable
-from .snapshot import CatalogRow, Snapshot, graph_to_bytes, knn_to_bytes, publish, write_snapshot
+from .snapshot import Snapshot, graph_to_bytes, knn_to_bytes, publish, write_snapshot
 from .update import DRIFT_LIMIT, assign_ids, carried_rows, carry_maps, update_knn
 
 
@@ -81,6 +82,12 @@ class ModelInfo:
     input_size: int
     dim: int
     onnx_path: Path
+
+    def entry(self) -> ModelEntry:
+        """The manifest's model entry."""
+        return ModelEntry(
+            id=self.id, fingerprint=self.fingerprint, input_size=self.input_size, dim=self.dim
+        )
 
 
 @dataclass
@@ -175,9 +182,7 @@ def finish(
     )
     lap("atlas")
     contents = Contents(
-        model=ModelEntry(
-            id=model.id, fingerprint=model.fingerprint, input_size=model.input_size, dim=model.dim
-        ),
+        model=model.entry(),
         index_type=index_entry["type"],
         index=index_entry,
         next_id=cat.next_id,
@@ -186,15 +191,7 @@ def finish(
         layouts=tuple(maps.layouts) if maps is not None else (),
         maps=collection_maps.manifest_entry(maps, atlas_index) if maps is not None else None,
         knn=KnnEntry(k=knn.k, recomputed_rows=knn.recomputed),
-        graph=GraphEntry(
-            k=graph_info.k,
-            power=options.path_power,
-            nodes=graph_info.nodes,
-            edges=graph_info.edges,
-            components_before=graph_info.components_before,
-            components_joined_by=graph_info.join_edges,
-            seconds=lap.seconds["graph"],
-        ),
+        graph=_graph_entry(graph_info, options.path_power, lap.seconds["graph"]),
         update=UpdateEntry(
             previous=prev.id if prev is not None else None,
             kept=int((cat.carried >= 0).sum()),
@@ -203,9 +200,7 @@ def finish(
         ),
         build=BuildEntry(
             **build_info,
-            maps_seconds=lap.seconds["maps"],
-            atlas_seconds=lap.seconds["atlas"],
-            knn_seconds=lap.seconds["knn"],
+            **{f"{name}_seconds": lap.seconds[name] for name in ("knn", "maps", "atlas")},
         ),
     )
     snap_dir = write_snapshot(
@@ -230,6 +225,18 @@ def finish(
     lap("publish")
     placed = int(maps.info["update"]["placed"]) if maps is not None else 0
     return Finished(snap_dir, len(cat.rows), placed, lap.seconds)
+
+
+def _graph_entry(info: path_graph.GraphInfo, power: float, seconds: float) -> GraphEntry:
+    return GraphEntry(
+        k=info.k,
+        power=power,
+        nodes=info.nodes,
+        edges=info.edges,
+        components_before=info.components_before,
+        components_joined_by=info.join_edges,
+        seconds=seconds,
+    )
 
 
 def _same_model(prev: Snapshot, model: ModelInfo) -> bool:

@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import sqlite3
 import stat
 import time
 from collections.abc import Mapping, Sequence, Set
@@ -36,9 +35,9 @@ import scipy.sparse as sp
 
 from . import index as faiss_index
 from . import manifest as manifest_file
+from .catalog import CatalogRow, read_catalog, write_catalog
 from .digest import sha256_file
 from .manifest import GRAPH_FILE, KNN_FILE, Contents, Manifest, ManifestError, ThumbnailsEntry
-from .scan import path_bytes, path_from_bytes
 from .thumbs import THUMB_SUFFIX
 
 CORE_FILES = ("catalog.sqlite", "vectors.npy", "index.faiss", "model.onnx")
@@ -46,20 +45,6 @@ CORE_FILES = ("catalog.sqlite", "vectors.npy", "index.faiss", "model.onnx")
 
 class SnapshotError(RuntimeError):
     """A snapshot is missing, incomplete or fails its checksums."""
-
-
-@dataclass(frozen=True)
-class CatalogRow:
-    id: int
-    # Relative to the collection root, POSIX, as indexer.scan gives it: the exact
-    # bytes through os.fsencode; shown to people with indexer.scan.readable.
-    path: str
-    sha256: str
-    size: int
-    width: int
-    height: int
-    format: str
-    label: str | None
 
 
 # ---------------------------------------------------------------- writing
@@ -83,29 +68,6 @@ def _write_bytes(path: Path, data: bytes) -> None:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
-
-
-def _write_catalog(path: Path, rows: Sequence[CatalogRow]) -> None:
-    db = sqlite3.connect(path)
-    try:
-        # path is the file name's bytes (BLOB): it need not be UTF-8. Catalogs
-        # written before held TEXT; _read_catalog takes either.
-        db.execute(
-            "CREATE TABLE images (id INTEGER PRIMARY KEY, path BLOB NOT NULL UNIQUE,"
-            " sha256 TEXT NOT NULL, size INTEGER NOT NULL, width INTEGER NOT NULL,"
-            " height INTEGER NOT NULL, format TEXT NOT NULL, label TEXT)"
-        )
-        db.executemany(
-            "INSERT INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (r.id, path_bytes(r.path), r.sha256, r.size, r.width, r.height, r.format, r.label)
-                for r in rows
-            ],
-        )
-        db.commit()
-    finally:
-        db.close()
-    _fsync_file(path)
 
 
 def write_snapshot(
@@ -144,33 +106,13 @@ def write_snapshot(
     np.save(tmp / "vectors.npy", np.ascontiguousarray(vectors, dtype=np.float32))
     _fsync_file(tmp / "vectors.npy")
     _write_bytes(tmp / "index.faiss", index_bytes)
-    _write_catalog(tmp / "catalog.sqlite", rows)
+    write_catalog(tmp / "catalog.sqlite", rows)
+    _fsync_file(tmp / "catalog.sqlite")
     shutil.copyfile(model_path, tmp / "model.onnx")
     _fsync_file(tmp / "model.onnx")
-    thumbs_dir = tmp / "thumbs"
-    thumbs_dir.mkdir()
-    linked = str(link_thumbs_from) if link_thumbs_from is not None else None
-    into = str(thumbs_dir)
-    for i, row in enumerate(rows):
-        name = f"/{row.id}{THUMB_SUFFIX}"
-        if linked is not None and row.id in unchanged_thumbs:
-            try:
-                os.link(linked + name, into + name)
-                continue
-            except OSError:
-                pass  # another file system, or the file is gone: write it instead
-        _write_bytes(Path(into + name), thumbnails[i])
-    fsync_dir(thumbs_dir)
-
+    _write_thumbnails(tmp / "thumbs", rows, thumbnails, link_thumbs_from, unchanged_thumbs)
     extra = dict(extra_files or {})
-    for rel, data in sorted(extra.items()):
-        target = tmp / rel
-        if not target.resolve().is_relative_to(tmp.resolve()) or rel in CORE_FILES:
-            raise ValueError(f"bad snapshot file name {rel!r}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _write_bytes(target, data)
-    for folder in {(tmp / rel).parent for rel in extra}:
-        fsync_dir(folder)
+    _write_extra(tmp, extra)
 
     files = {name: sha256_file(tmp / name) for name in (*CORE_FILES, *sorted(extra))}
     # The catalog (each image's content hash) stands for the thumbnails made from them.
@@ -196,6 +138,41 @@ def write_snapshot(
     os.rename(tmp, final)
     fsync_dir(snapshots)
     return final
+
+
+def _write_thumbnails(
+    into: Path,
+    rows: Sequence[CatalogRow],
+    thumbnails: Sequence[bytes],
+    link_from: Path | None,
+    unchanged: Set[int],
+) -> None:
+    """thumbs/<id>.jpg: hard links to `link_from` for the `unchanged` ids, else written."""
+    into.mkdir()
+    linked = str(link_from) if link_from is not None else None
+    folder = str(into)
+    for i, row in enumerate(rows):
+        name = f"/{row.id}{THUMB_SUFFIX}"
+        if linked is not None and row.id in unchanged:
+            try:
+                os.link(linked + name, folder + name)
+                continue
+            except OSError:
+                pass  # another file system, or the file is gone: write it instead
+        _write_bytes(Path(folder + name), thumbnails[i])
+    fsync_dir(into)
+
+
+def _write_extra(tmp: Path, extra: Mapping[str, bytes]) -> None:
+    """The files beside the core ones, each inside the snapshot folder."""
+    for rel, data in sorted(extra.items()):
+        target = tmp / rel
+        if not target.resolve().is_relative_to(tmp.resolve()) or rel in CORE_FILES:
+            raise ValueError(f"bad snapshot file name {rel!r}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _write_bytes(target, data)
+    for folder in {(tmp / rel).parent for rel in extra}:
+        fsync_dir(folder)
 
 
 def publish(data_dir: Path, snapshot_dir: Path) -> None:
@@ -369,19 +346,6 @@ def _read_maps(path: Path, manifest: Manifest, count: int) -> dict[str, Any]:
     return out
 
 
-def _read_catalog(path: Path) -> tuple[CatalogRow, ...]:
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        cur = db.execute(
-            "SELECT id, path, sha256, size, width, height, format, label FROM images ORDER BY id"
-        )
-        return tuple(
-            CatalogRow(image_id, path_from_bytes(rel), *rest) for image_id, rel, *rest in cur
-        )
-    finally:
-        db.close()
-
-
 def open_snapshot(data_dir: Path, snapshot_id: str | None = None) -> Snapshot:
     """Open (and verify) the snapshot named by CURRENT, or `snapshot_id`."""
     sid = snapshot_id or current_id(data_dir)
@@ -399,7 +363,7 @@ def open_snapshot(data_dir: Path, snapshot_id: str | None = None) -> Snapshot:
             raise SnapshotError(f"snapshot {sid}: {name} missing ({exc})") from exc
         if actual != expected:
             raise SnapshotError(f"snapshot {sid}: {name} fails its checksum")
-    rows = _read_catalog(path / "catalog.sqlite")
+    rows = read_catalog(path / "catalog.sqlite")
     vectors = np.load(path / "vectors.npy", mmap_mode="r")
     # Memory-mapped where FAISS can (Flat vectors, IVF lists): the service starts
     # fast and its heap stays near the compressed index, not the collection.

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from indexer.catalog import CatalogRow
 from indexer.embed import Embedder
-from indexer.snapshot import CatalogRow, Snapshot, SnapshotError, current_id, open_snapshot
+from indexer.snapshot import Snapshot, SnapshotError, current_id, open_snapshot
 
 from .errors import UnknownImage
 

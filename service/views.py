@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from indexer.catalog import CatalogRow
 from indexer.scan import readable
-from indexer.snapshot import CatalogRow
 
 from .schemas import ImageInfo, ImageRef, ScoredImage
 
