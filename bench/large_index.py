@@ -54,6 +54,7 @@ import numpy as np
 from _common import emit, note, percentile
 
 from indexer import index as fi
+from indexer import neighbours
 
 BENCH = "large_index"
 DIM = 1280
@@ -187,27 +188,27 @@ def serve_phase(n: int, args: argparse.Namespace, workdir: Path) -> None:
     opened_mb = round((status_kb("RssAnon") - anon_before) / 1024, 1)
     emit(BENCH, "ivf_open_anon_mb", opened_mb, "MB", **ivf)
     q = {**ivf, "queries": len(queries), "k": K}
-    lat = latencies(lambda x: fi.search(index, x, K, vectors), queries)
+    lat = latencies(lambda x: neighbours.search(index, x, K, vectors), queries)
     emit(BENCH, "ivf_query_p50_ms", round(percentile(lat, 50), 2), "ms", **q)
     emit(BENCH, "ivf_query_p99_ms", round(percentile(lat, 99), 2), "ms", **q)
     serving_mb = round((status_kb("RssAnon") - anon_before) / 1024, 1)
     emit(BENCH, "ivf_serving_anon_mb", serving_mb, "MB", **q)
     emit(BENCH, "ivf_serving_rss_mb", round(status_kb("VmRSS") / 1024, 1), "MB", **q)
-    _, truth = fi.exact_knn(vectors, queries, K)
-    _, found = fi.search(index, queries, K, vectors)
-    emit(BENCH, "ivf_recall_at_10", round(fi.recall(found, truth), 4), "recall", **q)
+    _, truth = neighbours.exact_knn(vectors, queries, K)
+    _, found = neighbours.search(index, queries, K, vectors)
+    emit(BENCH, "ivf_recall_at_10", round(neighbours.recall(found, truth), 4), "recall", **q)
 
     rows = np.random.default_rng(args.seed).choice(n, min(args.knn_rows, n), replace=False)
     t0 = time.perf_counter()
-    _, ids = fi.knn_rows(index, vectors, rows, KNN_K)
+    _, ids = neighbours.knn_rows(index, vectors, rows, KNN_K)
     rate = len(rows) / (time.perf_counter() - t0)
     knn = {**ivf, "rows": len(rows), "k": KNN_K}
     emit(BENCH, "knn_rows_per_s", round(rate, 1), "rows/s", **knn)
     note(f"the build's k-NN pass over all {n:,} rows: ~{n / rate / 60:.1f} min at this rate")
     some = rows[:200]
-    _, exact = fi.exact_knn(vectors, vectors[some], KNN_K + 1)
+    _, exact = neighbours.exact_knn(vectors, vectors[some], KNN_K + 1)
     others = np.array([t[t != r][:KNN_K] for r, t in zip(some, exact, strict=True)])
-    knn_recall = round(fi.recall(ids[: len(some)], others), 4)
+    knn_recall = round(neighbours.recall(ids[: len(some)], others), 4)
     emit(BENCH, "knn_recall_at_30", knn_recall, "recall", **{**knn, "rows": len(some)})
     (workdir / "serve.json").write_text(json.dumps({"p50": percentile(lat, 50)}))
 

@@ -69,7 +69,7 @@ def real_vectors(data: Path, n: int) -> np.ndarray:
 
 def run_size(n: int, vectors: np.ndarray, kind: str, args: argparse.Namespace) -> None:
     from indexer import index as faiss_index
-    from indexer import layout, mapfit
+    from indexer import layout, mapfit, neighbours
     from indexer.mapfit import PARALLEL_MIN
     from indexer.maps import knn_preservation, trustworthiness
 
@@ -91,7 +91,7 @@ def run_size(n: int, vectors: np.ndarray, kind: str, args: argparse.Namespace) -
     with threadpool_limits(1 if jobs == 1 else None):
         t = time.perf_counter()
         index = faiss_index.build_index(vectors)
-        sims, ids = faiss_index.knn_self(index, vectors, layout.knn_needed(layout.LAYOUTS, params))
+        sims, ids = neighbours.knn_self(index, vectors, layout.knn_needed(layout.LAYOUTS, params))
         knn_s = time.perf_counter() - t
         figure("knn_seconds", knn_s, k=int(ids.shape[1]))
         t = time.perf_counter()
@@ -121,7 +121,7 @@ def run_size(n: int, vectors: np.ndarray, kind: str, args: argparse.Namespace) -
             # The alternative: neighbours from PCA-50 vectors (cheaper k-NN, fewer dims).
             t = time.perf_counter()
             small = reduced / np.linalg.norm(reduced, axis=1, keepdims=True)
-            p_sims, p_ids = faiss_index.knn_self(faiss_index.build_index(small), small, 90)
+            p_sims, p_ids = neighbours.knn_self(faiss_index.build_index(small), small, 90)
             figure("pca_knn_seconds", time.perf_counter() - t)
             p_pos, _ = mapfit.tsne(reduced, p_sims, p_ids, seed=args.seed, n_jobs=jobs)
             tw = trustworthiness(vectors, p_pos, seed=args.seed) or 0.0
@@ -146,13 +146,13 @@ def run_size(n: int, vectors: np.ndarray, kind: str, args: argparse.Namespace) -
 
 def run_sampled(n: int, vectors: np.ndarray, kind: str, args: argparse.Namespace) -> None:
     from indexer import index as faiss_index
-    from indexer import layout
+    from indexer import layout, neighbours
     from indexer.mapfit import compute_maps
 
     ctx = {"n": n, "data": kind, "sample": args.sample, "runs": 1}
     index = faiss_index.build_index(vectors)
     k = layout.knn_needed(layout.LAYOUTS, layout.LayoutParams())
-    sims, ids = faiss_index.knn_self(index, vectors, k)
+    sims, ids = neighbours.knn_self(index, vectors, k)
     labels: list[str | None] = [None] * n
     seconds = {}
     for fit, size in (("sampled", args.sample), ("full", n)):

@@ -32,6 +32,7 @@ from _common import DEFAULT_PHOTOS, emit, note, percentile, serve
 
 from indexer import graph as G
 from indexer import index as faiss_index
+from indexer import neighbours
 from indexer import routing as R
 
 BENCH = "paths"
@@ -68,7 +69,7 @@ def knn(vectors: np.ndarray, k: int = KNN_K) -> tuple[float, str, np.ndarray, np
 
     t0 = time.perf_counter()
     if len(vectors) <= faiss_index.EXACT_LIMIT:
-        sims, ids = faiss_index.knn_self(faiss_index.build_index(vectors), vectors, k)
+        sims, ids = neighbours.knn_self(faiss_index.build_index(vectors), vectors, k)
         return time.perf_counter() - t0, "Flat (exact)", sims, ids
     nlist = 4096
     quant = faiss.IndexFlatIP(vectors.shape[1])
@@ -76,7 +77,7 @@ def knn(vectors: np.ndarray, k: int = KNN_K) -> tuple[float, str, np.ndarray, np
     index.train(vectors[:: max(1, len(vectors) // (nlist * 40))])
     index.add(vectors)
     index.nprobe = 8
-    sims, ids = faiss_index.knn_self(index, vectors, k)
+    sims, ids = neighbours.knn_self(index, vectors, k)
     return time.perf_counter() - t0, f"IVF{nlist},Flat nprobe=8 (approximate)", sims, ids
 
 

@@ -26,6 +26,7 @@ import numpy as np
 from . import graph as path_graph
 from . import index as faiss_index
 from . import maps as collection_maps
+from . import neighbours
 from .atlas import build_atlases
 from .cache import CachedItem, CacheRowLost
 from .carry import (
@@ -308,7 +309,7 @@ def neighbours_stage(
     if before is not None:
         sims, ids, recomputed = update_knn(index, cat.vectors, cat.carried, *before)
         return Neighbours(sims, ids, k, int(recomputed))
-    sims, ids = faiss_index.knn_self(index, cat.vectors, k)
+    sims, ids = neighbours.knn_self(index, cat.vectors, k)
     return Neighbours(sims, ids, k, len(cat.rows))
 
 

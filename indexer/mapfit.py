@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from . import index as faiss_index
+from . import neighbours
 from .layout import (
     GRID_BLOCK,
     LAYOUTS,
@@ -221,14 +222,14 @@ class _FitSet:
         one index over the sample answers both."""
         sub = np.ascontiguousarray(vectors[rows], dtype=np.float32)
         index = faiss_index.build_index(sub, seed=seed)
-        sims, ids = faiss_index.knn_self(index, sub, k)
+        sims, ids = neighbours.knn_self(index, sub, k)
         others = np.setdiff1d(np.arange(len(vectors)), rows, assume_unique=True)
         place_sims = np.empty((len(others), PLACE_K), np.float32)
         place_ids = np.empty((len(others), PLACE_K), np.int64)
         for start in range(0, len(others), _PLACE_CHUNK):
             chunk = others[start : start + _PLACE_CHUNK]
             q = np.asarray(vectors[chunk], dtype=np.float32)
-            s, i = faiss_index.search(index, q, PLACE_K, sub)
+            s, i = neighbours.search(index, q, PLACE_K, sub)
             place_sims[start : start + len(chunk)] = s
             place_ids[start : start + len(chunk)] = i
         return cls(reduced[rows], sims, ids, rows, place_sims, place_ids)

@@ -21,7 +21,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from . import index as faiss_index
+from . import neighbours
 from .layout import grid_cells, grid_positions, place, position_cells
 from .maps import Maps, describe_clusters, layout_quality
 
@@ -121,7 +121,7 @@ def update_knn(
     short = lost | ((old_ids >= 0).sum(axis=1) < min(k, n - 1))
     redo = np.concatenate([dirty, kept[short]])
     if len(redo):
-        sims[redo], ids[redo] = faiss_index.knn_rows(index, vectors, redo, k)
+        sims[redo], ids[redo] = neighbours.knn_rows(index, vectors, redo, k)
     return sims, ids, len(redo)
 
 

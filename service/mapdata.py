@@ -14,8 +14,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field
 
-from indexer import index as faiss_index
 from indexer import layout as layouts
+from indexer import neighbours
 from indexer.snapshot import Snapshot
 
 from .schemas import MapPoint
@@ -183,7 +183,7 @@ def placement(
     if not snap.layouts:
         return {}
     if len(ids) < min(layouts.PLACE_K, snap.count):
-        top_scores, top_ids = faiss_index.search(snap.index, vector, layouts.PLACE_K, snap.vectors)
+        top_scores, top_ids = neighbours.search(snap.index, vector, layouts.PLACE_K, snap.vectors)
         scores, ids = top_scores[0], top_ids[0]
     out = {}
     for name, pos in snap.layouts.items():

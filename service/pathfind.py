@@ -21,8 +21,7 @@ from typing import Literal
 import numpy as np
 
 from indexer import graph as path_graph
-from indexer import index as faiss_index
-from indexer import routing
+from indexer import neighbours, routing
 from indexer.snapshot import Snapshot
 
 from .errors import InvalidPath, NoPath, NoPathGraph
@@ -136,7 +135,7 @@ def _attachment(
             " both an end and a stop of the same chain"
         )
     wanted = min(snapshot.count, 4 * eng.k + 8)
-    sims, ids = faiss_index.search(snapshot.index, upload.vector, wanted, snapshot.vectors)
+    sims, ids = neighbours.search(snapshot.index, upload.vector, wanted, snapshot.vectors)
     sims, ids = sims[0], ids[0]
     ok = (ids >= 0) & (ids != (twin if twin is not None else -1))
     ok &= eng.canonical[np.where(ids >= 0, ids, 0)] == ids

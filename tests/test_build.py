@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from indexer import index as faiss_index
+from indexer import neighbours
 from indexer.build import build
 from indexer.cache import CacheRowLost
 from indexer.decode import center_crop, decode_image
@@ -84,7 +84,7 @@ def test_thumbnails_are_small_jpegs(built: Built) -> None:
 
 def test_every_image_finds_itself_first(built: Built) -> None:
     snap = built.snapshot
-    scores, ids = faiss_index.search(snap.index, np.asarray(snap.vectors), 5)
+    scores, ids = neighbours.search(snap.index, np.asarray(snap.vectors), 5)
     distinct = {row.sha256 for row in snap.rows}
     assert len(distinct) == snap.count  # no duplicate content in the test set
     assert (ids[:, 0] == np.arange(snap.count)).all()
@@ -97,7 +97,7 @@ def test_faiss_agrees_with_brute_force(built: Built) -> None:
     queries = rng.normal(size=(20, vectors.shape[1])).astype(np.float32)
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     queries = np.vstack([queries, vectors[rng.choice(len(vectors), 20, replace=False)]])
-    scores, ids = faiss_index.search(built.snapshot.index, queries, 10)
+    scores, ids = neighbours.search(built.snapshot.index, queries, 10)
     brute = queries @ vectors.T
     expected = np.argsort(-brute, axis=1, kind="stable")[:, :10]
     np.testing.assert_allclose(scores, np.take_along_axis(brute, expected, 1), atol=1e-5)
@@ -138,7 +138,7 @@ def test_edited_copies_of_photos_find_their_original(built: Built) -> None:
     for row in photo_rows:
         original = decode_image(built.collection / row.path).image
         for variant in _variants(original):
-            _, ids = faiss_index.search(snap.index, _embed_bytes(built, variant), 3)
+            _, ids = neighbours.search(snap.index, _embed_bytes(built, variant), 3)
             if row.id not in ids[0]:
                 misses.append(row.path)
     assert not misses, f"edited copies that missed their original in the top 3: {misses}"

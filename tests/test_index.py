@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from indexer import index as fi
+from indexer import neighbours
 
 N, DIM, LIMIT = 20_000, 64, 5_000
 
@@ -66,9 +67,9 @@ def test_the_type_follows_the_collection_size() -> None:
 def test_flat_below_the_limit_is_exact(vectors: np.ndarray, queries: np.ndarray) -> None:
     small = vectors[:LIMIT]
     index, entry = fi.build_with_manifest(small, exact_limit=LIMIT)
-    assert fi.is_exact(index) and index.ntotal == LIMIT
+    assert neighbours.is_exact(index) and index.ntotal == LIMIT
     assert entry["type"] == "Flat" and entry["exact"] is True
-    scores, ids = fi.search(index, queries, 10)
+    scores, ids = neighbours.search(index, queries, 10)
     brute = queries @ small.T
     np.testing.assert_array_equal(ids, np.argsort(-brute, axis=1, kind="stable")[:, :10])
     np.testing.assert_allclose(scores, np.sort(brute, axis=1)[:, ::-1][:, :10], atol=1e-5)
@@ -79,13 +80,13 @@ def test_ivf_above_the_limit_records_its_measured_recall(
 ) -> None:
     index, entry = ivf
     inner = faiss.extract_index_ivf(index)
-    assert not fi.is_exact(index) and index.ntotal == N
+    assert not neighbours.is_exact(index) and index.ntotal == N
     # It starts from the chosen type; this isotropic 64-d data is too much for
     # 4-bit codes of 4 dimensions, so it settles on the next finer code.
     assert entry["tried"][0] == fi.choose_index_type(N, LIMIT, dim=DIM)
     assert entry["tried"] == fi.approximate_types(N, DIM)[: len(entry["tried"])]
     assert entry["type"] == entry["tried"][-1] and entry["type"].startswith(f"IVF{inner.nlist},")
-    assert entry["exact"] is False and entry["rerank"] == fi.RERANK
+    assert entry["exact"] is False and entry["rerank"] == neighbours.RERANK
     assert entry["nprobe"] == inner.nprobe  # the index carries the chosen nprobe
     assert entry["recall_at_10"] >= fi.RECALL_TARGET
     assert entry["recall_at_10_tuning"] >= fi.RECALL_TARGET
@@ -98,15 +99,15 @@ def test_ivf_search_reranks_to_exact_scores(
     ivf: tuple[faiss.Index, dict[str, Any]], vectors: np.ndarray, queries: np.ndarray
 ) -> None:
     index, _ = ivf
-    scores, ids = fi.search(index, queries, 10, vectors)
+    scores, ids = neighbours.search(index, queries, 10, vectors)
     assert scores.shape == ids.shape == (len(queries), 10) and (ids >= 0).all()
     # The scores are the dot products with the stored vectors, best first.
     np.testing.assert_allclose(scores, np.einsum("qd,qkd->qk", queries, vectors[ids]), atol=1e-5)
     assert (np.diff(scores, axis=1) <= 0).all()
-    _, truth = fi.exact_knn(vectors, queries, 10)
-    assert fi.recall(ids, truth) >= fi.RECALL_TARGET
+    _, truth = neighbours.exact_knn(vectors, queries, 10)
+    assert neighbours.recall(ids, truth) >= fi.RECALL_TARGET
     with pytest.raises(ValueError, match="vectors"):
-        fi.search(index, queries, 10)
+        neighbours.search(index, queries, 10)
 
 
 def test_ivf_search_on_a_memory_mapped_float16_copy(
@@ -115,7 +116,7 @@ def test_ivf_search_on_a_memory_mapped_float16_copy(
     np.save(tmp_path / "v.npy", vectors.astype(np.float16))  # the contract allows float16
     mapped = np.load(tmp_path / "v.npy", mmap_mode="r")
     q = vectors[:50]
-    scores, ids = fi.search(ivf[0], q, 5, mapped)
+    scores, ids = neighbours.search(ivf[0], q, 5, mapped)
     assert (ids[:, 0] == np.arange(50)).all()  # a stored vector finds itself first
     expected = np.einsum("qd,qkd->qk", q, np.asarray(mapped[ids], dtype=np.float32))
     np.testing.assert_allclose(scores, expected, atol=1e-5)
@@ -132,12 +133,15 @@ def test_serialisation_and_memory_mapped_read_give_identical_results(
         data = fi.to_bytes(index)
         path = tmp_path / f"{name}.faiss"
         path.write_bytes(data)
-        before = fi.search(index, queries, 10, vectors)
+        before = neighbours.search(index, queries, 10, vectors)
         for copy in (fi.from_bytes(data), faiss.read_index(str(path), fi.READ_FLAGS)):
-            assert fi.is_exact(copy) == fi.is_exact(index) and copy.ntotal == index.ntotal
+            assert (
+                neighbours.is_exact(copy) == neighbours.is_exact(index)
+                and copy.ntotal == index.ntotal
+            )
             if name == "ivf":
                 assert faiss.extract_index_ivf(copy).nprobe == ivf[1]["nprobe"]
-            after = fi.search(copy, queries, 10, vectors)
+            after = neighbours.search(copy, queries, 10, vectors)
             np.testing.assert_array_equal(after[1], before[1])
             np.testing.assert_array_equal(after[0], before[0])
 
@@ -146,7 +150,7 @@ def test_knn_self_on_ivf_excludes_self_and_is_exactly_scored(
     ivf: tuple[faiss.Index, dict[str, Any]], vectors: np.ndarray
 ) -> None:
     index, _ = ivf
-    sims, ids = fi.knn_self(index, vectors, 15)
+    sims, ids = neighbours.knn_self(index, vectors, 15)
     assert sims.shape == ids.shape == (N, 15) and (ids >= 0).all()
     assert not (ids == np.arange(N)[:, None]).any()
     assert (np.diff(sims, axis=1) <= 0).all()
@@ -154,24 +158,24 @@ def test_knn_self_on_ivf_excludes_self_and_is_exactly_scored(
     np.testing.assert_allclose(
         sims[rows], np.einsum("rd,rkd->rk", vectors[rows], vectors[ids[rows]]), atol=1e-5
     )
-    _, truth = fi.exact_knn(vectors, vectors[rows], 16)
+    _, truth = neighbours.exact_knn(vectors, vectors[rows], 16)
     others = np.array([t[t != r][:15] for r, t in zip(rows, truth, strict=True)])
-    assert fi.recall(ids[rows], others) >= fi.RECALL_TARGET
+    assert neighbours.recall(ids[rows], others) >= fi.RECALL_TARGET
     # A subset of rows gets the same lists as the full pass.
-    sub_sims, sub_ids = fi.knn_rows(index, vectors, rows, 15)
+    sub_sims, sub_ids = neighbours.knn_rows(index, vectors, rows, 15)
     np.testing.assert_array_equal(sub_ids, ids[rows])
     np.testing.assert_array_equal(sub_sims, sims[rows])
 
 
 def test_knn_self_pads_tiny_collections() -> None:
     v = clustered(3, seed=2)
-    sims, ids = fi.knn_self(fi.build_index(v), v, 4)
+    sims, ids = neighbours.knn_self(fi.build_index(v), v, 4)
     assert (ids[:, 2:] == -1).all() and np.isneginf(sims[:, 2:]).all()
     assert not (ids[:, :2] == np.arange(3)[:, None]).any()
 
 
 def test_exact_knn_matches_brute_force(vectors: np.ndarray, queries: np.ndarray) -> None:
-    scores, ids = fi.exact_knn(vectors, queries[:20], 7)
+    scores, ids = neighbours.exact_knn(vectors, queries[:20], 7)
     brute = queries[:20] @ vectors.T
     np.testing.assert_array_equal(ids, np.argsort(-brute, axis=1, kind="stable")[:, :7])
     np.testing.assert_allclose(scores, np.sort(brute, axis=1)[:, ::-1][:, :7], atol=1e-5)
@@ -208,10 +212,10 @@ def test_knn_rows_fill_short_approximate_results_exactly() -> None:
     index.train(v)
     index.add(v)
     index.nprobe = 1  # ~9 vectors per list: far fewer than k
-    assert not fi.is_exact(index)
+    assert not neighbours.is_exact(index)
     _, raw = index.search(v[:50], 40)
     assert (raw < 0).any()  # the situation this guards against
-    sims, ids = fi.knn_rows(index, v, np.arange(50), 40)
+    sims, ids = neighbours.knn_rows(index, v, np.arange(50), 40)
     assert (ids >= 0).all() and (ids != np.arange(50)[:, None]).all()
-    want_s, _ = fi.exact_knn(v, v[:50], 41)
+    want_s, _ = neighbours.exact_knn(v, v[:50], 41)
     np.testing.assert_allclose(sims, want_s[:, 1:], atol=1e-5)

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from indexer import index as faiss_index
-from indexer import layout
+from indexer import layout, neighbours
 from indexer.atlas import build_atlases, locate
 from indexer.mapfit import compute_maps, fit_sample
 from indexer.maps import knn_preservation, trustworthiness
@@ -87,7 +87,7 @@ def test_quality_figures_are_recorded_and_above_floor(built: Built) -> None:
 def test_layouts_keep_neighbours_together_better_than_chance(built: Built) -> None:
     snap = built.snapshot
     vectors = np.asarray(snap.vectors)
-    _, knn_ids = faiss_index.knn_self(snap.index, vectors, 10)
+    _, knn_ids = neighbours.knn_self(snap.index, vectors, 10)
     shuffled = np.random.default_rng(0).permutation(snap.layouts["umap"])
     chance = knn_preservation(knn_ids, shuffled)
     assert chance is not None and chance < 0.15
@@ -156,7 +156,7 @@ def test_snapshots_without_maps_still_open(built: Built, tmp_path: Path) -> None
 def test_seeds_make_layouts_reproducible(built: Built) -> None:
     vectors = np.asarray(built.snapshot.vectors)[:120]
     index = faiss_index.build_index(vectors)
-    sims, ids = faiss_index.knn_self(index, vectors, 90)
+    sims, ids = neighbours.knn_self(index, vectors, 90)
     labels: list[str | None] = [None] * len(vectors)
     runs = [
         compute_maps(vectors, sims, ids, labels=labels, params=layout.LayoutParams(seed=s))
@@ -199,7 +199,7 @@ def test_tiny_collections_still_get_maps(n: int) -> None:
     vectors = rng.normal(size=(n, 16)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True) if n else 1
     index = faiss_index.build_index(vectors)
-    sims, ids = faiss_index.knn_self(index, vectors, 90)
+    sims, ids = neighbours.knn_self(index, vectors, 90)
     maps = compute_maps(vectors, sims, ids, labels=["a"] * n)
     for name, pos in maps.layouts.items():
         assert pos.shape == (n, 2) and (pos >= 0).all() and (pos <= 1).all(), name
@@ -264,7 +264,7 @@ def test_layouts_fit_on_a_sample_and_place_the_rest(built: Built) -> None:
     vectors = np.asarray(built.snapshot.vectors)
     n = len(vectors)
     index = faiss_index.build_index(vectors)
-    sims, ids = faiss_index.knn_self(index, vectors, 90)
+    sims, ids = neighbours.knn_self(index, vectors, 90)
     labels: list[str | None] = [None] * n
     params = layout.LayoutParams(sample=100)
     maps = compute_maps(vectors, sims, ids, labels=labels, params=params)

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from indexer import index as faiss_index
-from indexer import update
+from indexer import neighbours, update
 from indexer.atlas import build_atlases, locate
 from indexer.build import build
 from indexer.layout import position_cells
@@ -52,7 +52,7 @@ def test_carried_rows_need_the_same_id_and_content() -> None:
 def test_updated_neighbours_equal_a_full_pass() -> None:
     before = clustered(3000, seed=1)
     old_index = faiss_index.build_index(before)
-    prev_sims, prev_ids = faiss_index.knn_self(old_index, before, 15)
+    prev_sims, prev_ids = neighbours.knn_self(old_index, before, 15)
     # Delete 20 rows, change 10, add 300.
     rng = np.random.default_rng(2)
     keep = np.sort(rng.choice(3000, 2980, replace=False))
@@ -63,7 +63,7 @@ def test_updated_neighbours_equal_a_full_pass() -> None:
     carried[changed] = -1
     index = faiss_index.build_index(after)
     sims, ids, redone = update.update_knn(index, after, carried, prev_sims, prev_ids)
-    full_sims, full_ids = faiss_index.knn_self(index, after, 15)
+    full_sims, full_ids = neighbours.knn_self(index, after, 15)
     assert redone < len(after) / 2  # it did not just recompute everything
     np.testing.assert_allclose(sims, full_sims, atol=1e-5)
     same = [len(set(a) & set(b)) for a, b in zip(ids, full_ids, strict=True)]
@@ -74,7 +74,7 @@ def test_new_images_get_free_grid_cells_and_old_ones_stay() -> None:
     x = clustered(90)
     index = faiss.IndexFlatIP(x.shape[1])
     index.add(x)
-    sims, ids = faiss_index.knn_self(index, x, 10)
+    sims, ids = neighbours.knn_self(index, x, 10)
     cols, rows = 10, 10
     cells = np.stack([np.arange(90) % 10, np.arange(90) // 10], axis=1)
     from indexer.layout import grid_positions
@@ -89,7 +89,7 @@ def test_new_images_get_free_grid_cells_and_old_ones_stay() -> None:
     assert len({tuple(c) for c in got}) == 90  # one image per cell
     grown = np.concatenate([pos, pos[:20]])  # 110 images cannot fit 100 cells
     dirty2 = np.r_[np.zeros(90, bool), np.ones(20, bool)]
-    sims2, ids2 = faiss_index.knn_self(index, x, 10)
+    sims2, ids2 = neighbours.knn_self(index, x, 10)
     ids2 = np.concatenate([ids2, ids2[:20]])
     sims2 = np.concatenate([sims2, sims2[:20]])
     assert update.place_on_grid(grown, sims2, ids2, dirty2, cols, rows) is None

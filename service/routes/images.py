@@ -12,7 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse
 
-from indexer import index as faiss_index
+from indexer import neighbours
 from indexer.decode import MIME_TYPES
 from indexer.thumbs import THUMB_MIME
 
@@ -80,7 +80,7 @@ async def similar(
 
     def work() -> SimilarResponse:
         vector = live.snapshot.vectors[at]
-        scores, ids = faiss_index.search(live.snapshot.index, vector, k + 1, live.snapshot.vectors)
+        scores, ids = neighbours.search(live.snapshot.index, vector, k + 1, live.snapshot.vectors)
         keep = ids[0] != at  # drop itself, wherever a tie put it
         results = scored_images(live.snapshot.rows, scores[0][keep][:k], ids[0][keep][:k])
         return SimilarResponse(

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Query, UploadFile
 
-from indexer import index as faiss_index
+from indexer import neighbours
 
 from ..deps import LiveDep, PoolDep, SettingsDep
 from ..mapdata import placement
@@ -42,7 +42,7 @@ async def search(
 
     def work() -> SearchResponse:
         vector, query = embed_query(live, data, settings.max_pixels)
-        scores, ids = faiss_index.search(live.snapshot.index, vector, k, live.snapshot.vectors)
+        scores, ids = neighbours.search(live.snapshot.index, vector, k, live.snapshot.vectors)
         return SearchResponse(
             snapshot=live.snapshot.id,
             k=k,
