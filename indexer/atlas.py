@@ -24,6 +24,7 @@ import os
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image, ImageOps
@@ -62,6 +63,53 @@ def _encode(sheet: Image.Image, fmt: str) -> bytes:
 KeepSheet = Callable[[str, int, int, int], bytes | None]
 
 
+@dataclass(frozen=True)
+class _Sheet:
+    name: str  # atlas/<cell>-<sheet>.<ext>
+    first: int  # the id of its first cell
+    count: int  # cells (ids) it covers
+    height: int  # px: the last sheet is only as tall as its rows
+    kept: bytes | None  # the previous snapshot's sheet, where nothing in it changed
+    members: list[int]  # the ids present among its cells
+
+
+def _plan(
+    sizes: Sequence[int],
+    sheet_size: int,
+    span: int,
+    present: list[int],
+    ext: str,
+    keep: KeepSheet | None,
+) -> list[tuple[int, list[_Sheet]]]:
+    """(cell size, its sheets) for every size: which ids each sheet holds, and
+    which sheets the previous snapshot already has."""
+    plans = []
+    for cell in sizes:
+        columns = sheet_size // cell
+        per_sheet = columns * columns
+        sheets = []
+        for sheet_no in range(math.ceil(span / per_sheet)):
+            first = sheet_no * per_sheet
+            count = min(per_sheet, span - first)
+            height = math.ceil(count / columns) * cell
+            name = f"atlas/{cell}-{sheet_no}.{ext}"
+            kept = keep(name, first, count, height) if keep else None
+            lo, hi = bisect_left(present, first), bisect_left(present, first + count)
+            sheets.append(_Sheet(name, first, count, height, kept, present[lo:hi]))
+        plans.append((cell, sheets))
+    return plans
+
+
+def _paint(sheet: _Sheet, cell: int, sheet_size: int, crops: dict[int, Image.Image]) -> Image.Image:
+    """The sheet's image: each member's crop in its cell, the rest background."""
+    columns = sheet_size // cell
+    out = Image.new("RGB", (sheet_size, sheet.height), BACKGROUND)
+    for image_id in sheet.members:
+        i = image_id - sheet.first
+        out.paste(crops[image_id], ((i % columns) * cell, (i // columns) * cell))
+    return out
+
+
 def build_atlases(
     ids: Sequence[int],
     thumbnail: Callable[[int], bytes],
@@ -85,7 +133,6 @@ def build_atlases(
         raise ValueError(f"cell sizes must divide the sheet size {sheet_size}")
     ext = "jpg" if fmt == "jpeg" else fmt
     span = max(ids) + 1 if len(ids) else 0  # cells: ids 0 .. max id
-    present = sorted(ids)
     workers = workers or os.cpu_count() or 2
     files: dict[str, bytes] = {}
     index: dict[str, Any] = {
@@ -99,23 +146,9 @@ def build_atlases(
         "x = (i % columns) * cell; y = (i // columns) * cell",
         "sizes": [],
     }
-    plans = []
-    for cell in sizes:
-        columns = sheet_size // cell
-        per_sheet = columns * columns
-        plan = []
-        for sheet_no in range(math.ceil(span / per_sheet)):
-            first = sheet_no * per_sheet
-            count = min(per_sheet, span - first)
-            # The last sheet is only as tall as its rows (small collections).
-            height = math.ceil(count / columns) * cell
-            name = f"atlas/{cell}-{sheet_no}.{ext}"
-            kept = keep(name, first, count, height) if keep else None
-            lo, hi = bisect_left(present, first), bisect_left(present, first + count)
-            plan.append((name, first, count, height, kept, present[lo:hi]))
-        plans.append((cell, columns, per_sheet, plan))
+    plans = _plan(sizes, sheet_size, span, sorted(ids), ext, keep)
     wanted = sorted(
-        {i for *_, plan in plans for *_, kept, members in plan if kept is None for i in members}
+        {i for _, sheets in plans for sh in sheets if sh.kept is None for i in sh.members}
     )
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="atlas") as pool:
         # PIL releases the GIL while decoding, resizing and encoding.
@@ -126,35 +159,34 @@ def build_atlases(
                 strict=True,
             )
         )
-        for si, (cell, columns, per_sheet, plan) in enumerate(plans):
-            jobs = []
-            for name, first, _count, height, kept, members in plan:
-                if kept is not None:
-                    continue
-                sheet = Image.new("RGB", (sheet_size, height), BACKGROUND)
-                for image_id in members:
-                    i = image_id - first
-                    sheet.paste(crops[image_id][si], ((i % columns) * cell, (i // columns) * cell))
-                jobs.append((name, sheet))
-            for (name, _), blob in zip(
-                jobs, pool.map(lambda job: _encode(job[1], fmt), jobs), strict=True
-            ):
-                files[name] = blob
-            sheets = []
-            for name, first, count, height, kept, _members in plan:
-                files[name] = kept if kept is not None else files[name]
-                sheets.append(
-                    {
-                        "file": name,
-                        "width": sheet_size,
-                        "height": height,
-                        "first": first,
-                        "count": count,
-                        "bytes": len(files[name]),
-                    }
-                )
+        for si, (cell, sheets) in enumerate(plans):
+            fresh = [sh for sh in sheets if sh.kept is None]
+            painted = [
+                _paint(sh, cell, sheet_size, {i: crops[i][si] for i in sh.members}) for sh in fresh
+            ]
+            for sh, blob in zip(fresh, pool.map(lambda im: _encode(im, fmt), painted), strict=True):
+                files[sh.name] = blob
+            for sh in sheets:
+                if sh.kept is not None:
+                    files[sh.name] = sh.kept
+            columns = sheet_size // cell
             index["sizes"].append(
-                {"cell": cell, "columns": columns, "per_sheet": per_sheet, "sheets": sheets}
+                {
+                    "cell": cell,
+                    "columns": columns,
+                    "per_sheet": columns * columns,
+                    "sheets": [
+                        {
+                            "file": sh.name,
+                            "width": sheet_size,
+                            "height": sh.height,
+                            "first": sh.first,
+                            "count": sh.count,
+                            "bytes": len(files[sh.name]),
+                        }
+                        for sh in sheets
+                    ],
+                }
             )
     files["atlas/index.json"] = json.dumps(index, indent=1).encode()
     return files, index

@@ -20,7 +20,7 @@ from .cache import CachedItem, EmbeddingCache, FileHashes
 from .config import BuildConfig
 from .decode import DecodeError
 from .embed import Embedder
-from .finish import FinishOptions, ModelInfo, finish
+from .finish import finish
 from .manifest import ManifestError
 from .models import ensure_onnx, get_spec
 from .prepare import Prepared, prepare
@@ -33,6 +33,7 @@ from .scan import (
     scan_folder,
 )
 from .snapshot import Snapshot, SnapshotError, clean_stale, current_id, open_snapshot
+from .stages import FinishOptions, ModelInfo
 
 INPUTS_VERSION = 1  # bump when inputs_fingerprint() hashes something new
 
@@ -198,7 +199,7 @@ def build(
     or the drift limit asks for full layouts. `place_only` never fits a map (for
     callers without the layout libraries, the service): new images are placed
     even past the drift limit, and maps that cannot be carried raise
-    finish.RelayoutDue with nothing published.
+    stages.RelayoutDue with nothing published.
     `onnx_model`: (model.onnx, fingerprint) to use instead of exporting the
     config's model, e.g. a snapshot's own model where torch is not installed.
     When the files and options are those the live snapshot was built from, it

@@ -287,6 +287,47 @@ def _cluster_plan(device: str) -> PoolPlan:
     return plan_pool(node_cpus, float(ray.cluster_resources().get("GPU", 0)), device)
 
 
+def _pipeline(
+    items: list[dict[str, str]],
+    plan: PoolPlan,
+    embedder: Embedder,
+    batch_size: int,
+    max_pixels: int,
+    run_dir: Path,
+) -> Any:
+    """The Ray Data pipeline: items -> (decode tasks) -> embedder actors -> shards."""
+    import ray
+
+    # One block per batch: a block is exactly one decode or actor call, and
+    # no more actors start than there are blocks to give them.
+    blocks = math.ceil(len(items) / batch_size)
+    dataset: ray.data.Dataset = ray.data.from_items(items, override_num_blocks=blocks)
+    if not plan.decode_in_actor:
+        dataset = dataset.map_batches(
+            partial(decode_batch, input_size=embedder.input_size, max_pixels=max_pixels),
+            batch_size=batch_size,
+            batch_format="numpy",
+            num_cpus=plan.decode_cpus,
+            udf_modifying_row_count=False,  # a failed file keeps its row
+        )
+    return dataset.map_batches(
+        EmbedShards,
+        batch_size=batch_size,
+        batch_format="numpy",
+        fn_constructor_kwargs={
+            "model_path": str(embedder.model_path.resolve()),
+            "run_dir": str(run_dir.resolve()),
+            "threads": plan.threads,
+            "device": plan.device,
+            "max_pixels": max_pixels,
+        },
+        compute=ray.data.ActorPoolStrategy(size=min(plan.actors, blocks)),
+        num_cpus=plan.actor_cpus,
+        num_gpus=plan.actor_gpus,
+        udf_modifying_row_count=False,
+    )
+
+
 def embed_pending_ray(
     todo: list[FileEntry],
     embedder: Embedder,
@@ -331,34 +372,7 @@ def embed_pending_ray(
         items = [
             {"path": str(e.abs_path), "rel_path": e.rel_path, "sha256": e.sha256} for e in pending
         ]
-        # One block per batch: a block is exactly one decode or actor call, and
-        # no more actors start than there are blocks to give them.
-        blocks = math.ceil(len(items) / batch_size)
-        dataset: ray.data.Dataset = ray.data.from_items(items, override_num_blocks=blocks)
-        if not plan.decode_in_actor:
-            dataset = dataset.map_batches(
-                partial(decode_batch, input_size=embedder.input_size, max_pixels=max_pixels),
-                batch_size=batch_size,
-                batch_format="numpy",
-                num_cpus=plan.decode_cpus,
-                udf_modifying_row_count=False,  # a failed file keeps its row
-            )
-        dataset = dataset.map_batches(
-            EmbedShards,
-            batch_size=batch_size,
-            batch_format="numpy",
-            fn_constructor_kwargs={
-                "model_path": str(embedder.model_path.resolve()),
-                "run_dir": str(run_dir.resolve()),
-                "threads": plan.threads,
-                "device": plan.device,
-                "max_pixels": max_pixels,
-            },
-            compute=ray.data.ActorPoolStrategy(size=min(plan.actors, blocks)),
-            num_cpus=plan.actor_cpus,
-            num_gpus=plan.actor_gpus,
-            udf_modifying_row_count=False,
-        )
+        dataset = _pipeline(items, plan, embedder, batch_size, max_pixels, run_dir)
         ingested: set[str] = set()
         for out in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             for rel, error, shard in zip(out["rel_path"], out["error"], out["shard"], strict=True):

@@ -1,6 +1,6 @@
 """Fitting the maps in full: PCA, t-SNE, UMAP and the k-means clusters. No I/O.
 
-compute_maps() is what a full build runs (finish imports this module only then):
+compute_maps() is what a full build runs (indexer.stages imports it only then):
 the layouts over the build's one FAISS k-NN pass (`index.knn_self`: self excluded,
 -1 padded), so neither t-SNE nor UMAP runs a nearest-neighbour search of its own;
 each scored against the embedding (maps.layout_quality); the images grouped into
@@ -272,6 +272,49 @@ def compute_maps(
     return _compute_maps(vectors, knn_sims, knn_ids, labels, layouts, params, n_jobs, log)
 
 
+def _fit_layout(
+    name: str, fit: _FitSet, params: LayoutParams, n_jobs: int
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """t-SNE or UMAP over the fit set, spread to every image: (positions, maps.json entry)."""
+    t = time.perf_counter()
+    if name == "tsne":
+        pos, used = tsne(
+            fit.reduced,
+            fit.knn_sims,
+            fit.knn_ids,
+            perplexity=params.perplexity,
+            seed=params.seed,
+            n_jobs=n_jobs,
+        )
+        used = {"perplexity": params.perplexity, **used}
+    else:
+        pos, used = umap(
+            fit.reduced,
+            fit.knn_sims,
+            fit.knn_ids,
+            n_neighbors=params.n_neighbors,
+            min_dist=params.min_dist,
+            seed=params.seed,
+        )
+        used = {"min_dist": params.min_dist, **used}
+    pos = fit.spread(pos)
+    entry = {"params": {"seed": params.seed, **used}, "seconds": round(time.perf_counter() - t, 3)}
+    return pos, entry
+
+
+def _fit_grid(base: np.ndarray, source: str, seed: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """The `source` map snapped one image a cell: (positions, maps.json entry)."""
+    t = time.perf_counter()
+    n = len(base)
+    cells, cols, rows = grid_cells(base) if n else (np.zeros((0, 2), np.int64), 1, 1)
+    entry = {
+        "params": {"seed": seed, "source": source, "block": GRID_BLOCK},
+        "grid": {"cols": cols, "rows": rows, "cell": 1.0 / max(cols, rows)},
+        "seconds": round(time.perf_counter() - t, 3),
+    }
+    return grid_positions(cells, cols, rows), entry
+
+
 def _compute_maps(
     vectors: np.ndarray,
     knn_sims: np.ndarray,
@@ -313,33 +356,8 @@ def _compute_maps(
         say(f"layouts fit on a sample of {len(sample)} of {n} images; the rest are placed")
 
     def run(name: str) -> np.ndarray:
-        t = time.perf_counter()
-        if name == "tsne":
-            pos, used = tsne(
-                fit.reduced,
-                fit.knn_sims,
-                fit.knn_ids,
-                perplexity=params.perplexity,
-                seed=params.seed,
-                n_jobs=n_jobs,
-            )
-            used = {"perplexity": params.perplexity, **used}
-        else:
-            pos, used = umap(
-                fit.reduced,
-                fit.knn_sims,
-                fit.knn_ids,
-                n_neighbors=params.n_neighbors,
-                min_dist=params.min_dist,
-                seed=params.seed,
-            )
-            used = {"min_dist": params.min_dist, **used}
-        pos = fit.spread(pos)
-        info["layouts"][name] = {
-            "params": {"seed": params.seed, **used},
-            "seconds": round(time.perf_counter() - t, 3),
-        }
-        say(f"{name} layout of {n} images in {time.perf_counter() - t:.1f}s")
+        pos, info["layouts"][name] = _fit_layout(name, fit, params, n_jobs)
+        say(f"{name} layout of {n} images in {info['layouts'][name]['seconds']:.1f}s")
         return pos
 
     for name in ("tsne", "umap"):
@@ -354,14 +372,7 @@ def _compute_maps(
             del info["layouts"][source]
         else:
             base = positions[source]
-        t = time.perf_counter()
-        cells, cols, rows = grid_cells(base) if n else (np.zeros((0, 2), np.int64), 1, 1)
-        positions["grid"] = grid_positions(cells, cols, rows)
-        info["layouts"]["grid"] = {
-            "params": {"seed": params.seed, "source": source, "block": GRID_BLOCK},
-            "grid": {"cols": cols, "rows": rows, "cell": 1.0 / max(cols, rows)},
-            "seconds": round(time.perf_counter() - t, 3),
-        }
+        positions["grid"], info["layouts"]["grid"] = _fit_grid(base, source, params.seed)
     for name, pos in positions.items():
         info["layouts"][name]["quality"] = layout_quality(vectors, knn_ids, pos, seed=params.seed)
     t = time.perf_counter()

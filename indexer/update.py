@@ -220,6 +220,29 @@ def drift(info: Mapping[str, Any], count: int, placed_now: int) -> tuple[int, in
     return placed, full_count, placed > DRIFT_LIMIT * max(full_count, 1)
 
 
+def _carry_grid(
+    entry: dict[str, Any],
+    pos: np.ndarray,
+    positions: Mapping[str, np.ndarray],
+    knn_sims: np.ndarray,
+    knn_ids: np.ndarray,
+    dirty: np.ndarray,
+) -> np.ndarray | None:
+    """The grid with new images in free cells near their neighbours; refitted from
+    its source map (updating `entry`) when no cells are left; None without one."""
+    cols, rows = int(entry["grid"]["cols"]), int(entry["grid"]["rows"])
+    grid = place_on_grid(pos, knn_sims, knn_ids, dirty, cols, rows)
+    if grid is not None:
+        return grid
+    base = positions.get(entry["params"].get("source", "tsne"))
+    if base is None:
+        return None
+    cells, cols, rows = grid_cells(base)
+    entry["grid"] = {"cols": cols, "rows": rows, "cell": 1 / max(cols, rows)}
+    entry["refitted"] = True
+    return grid_positions(cells, cols, rows)
+
+
 def carry_maps(
     prev_info: Mapping[str, Any],
     prev_layouts: Mapping[str, np.ndarray],
@@ -260,22 +283,9 @@ def carry_maps(
         if name != "grid":
             positions[name] = place_rows(pos, knn_sims, knn_ids, dirty)
             continue
-        shape = info["layouts"]["grid"]["grid"]
-        cols, rows = int(shape["cols"]), int(shape["rows"])
-        grid = place_on_grid(pos, knn_sims, knn_ids, dirty, cols, rows)
+        grid = _carry_grid(info["layouts"]["grid"], pos, positions, knn_sims, knn_ids, dirty)
         if grid is None:
-            source = info["layouts"]["grid"]["params"].get("source", "tsne")
-            base = positions.get(source)
-            if base is None:
-                return None
-            cells, cols, rows = grid_cells(base)
-            grid = grid_positions(cells, cols, rows)
-            info["layouts"]["grid"]["grid"] = {
-                "cols": cols,
-                "rows": rows,
-                "cell": 1 / max(cols, rows),
-            }
-            info["layouts"]["grid"]["refitted"] = True
+            return None
         positions["grid"] = grid
     for name, pos in positions.items():
         info["layouts"][name]["quality"] = layout_quality(vectors, knn_ids, pos, seed=info["seed"])

@@ -11,7 +11,8 @@ from scipy.sparse.csgraph import connected_components, dijkstra
 
 from indexer import graph as G
 from indexer import routing as R
-from indexer.index import build_index, knn_self
+from indexer.index import build_index
+from indexer.neighbours import knn_self
 
 from .conftest import Built
 

@@ -29,11 +29,11 @@ from pydantic import BaseModel, Field
 
 from indexer.build import build
 from indexer.config import BuildConfig
-from indexer.finish import RelayoutDue
 from indexer.graph import DEFAULT_K, DEFAULT_POWER
 from indexer.layout import LAYOUTS, LayoutParams
 from indexer.scan import readable
 from indexer.snapshot import Snapshot, fsync_dir
+from indexer.stages import RelayoutDue
 
 from ..deps import HolderDep, ImageId, LiveDep, PoolDep, SettingsDep, require_admin
 from ..schemas import ErrorBody, ImageRef, ReloadResponse
