@@ -77,6 +77,7 @@ def test_wheel_carries_and_serves_the_page(tmp_path: Path) -> None:
     (wheel,) = (tmp_path / "dist").glob("pixscape-*.whl")
     with zipfile.ZipFile(wheel) as zf:
         carried = {n for n in zf.namelist() if n.startswith("service/web/")}
+        assert {"indexer/concepts.json", "indexer/CONCEPTS.md"} <= set(zf.namelist())
     expected = _web_files()
     assert {"service/web/index.html", "service/web/favicon.svg"} <= expected
     assert any(n.startswith("service/web/css/") for n in expected)
@@ -101,6 +102,8 @@ client = TestClient(create_app(Settings(data_dir=Path(sys.argv[2]))))
 page = client.get("/")
 assert page.status_code == 200 and "<title>" in page.text, page.status_code
 assert client.get("/favicon.svg").status_code == 200
+from indexer.concepts import TABLE, Concepts
+assert TABLE.is_relative_to(target) and len(Concepts.load().classes("dog")) == 118
 print(BUNDLED_WEB)
 """
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIXSCAPE_")}
