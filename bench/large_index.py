@@ -24,10 +24,10 @@ serve    a fresh process opens index.faiss and vectors.npy as the service does
          ivf_open_s; ivf_open_anon_mb and ivf_serving_anon_mb (anonymous RSS the
          open, then the queries, added); ivf_serving_rss_mb (all resident pages,
          the touched parts of the mapped files included); ivf_query_p50_ms /
-         ivf_query_p99_ms (indexer.index.search, one query at a time, k=10,
+         ivf_query_p99_ms (indexer.neighbours.search, one query at a time, k=10,
          re-ranked against the mapped vectors, after 10 warm-ups);
          ivf_recall_at_10 (the fresh queries, vs exact search over all N);
-         knn_rows_per_s and knn_recall_at_30 (indexer.index.knn_rows, k=30, on
+         knn_rows_per_s and knn_recall_at_30 (indexer.neighbours.knn_rows, k=30, on
          --knn-rows rows, recall on 200 of them: the build's k-NN pass).
 flat     exact FAISS IndexFlatIP on the same vectors: flat_build_s, flat_index_mb
          (N x 1280 x 4 bytes), flat_build_peak_anon_mb, flat_query_p50_ms /
