@@ -33,7 +33,7 @@ from .scan import (
     scan_folder,
 )
 from .snapshot import Snapshot, SnapshotError, clean_stale, current_id, open_snapshot
-from .stages import FinishOptions, ModelInfo
+from .stages import ModelInfo
 
 INPUTS_VERSION = 1  # bump when inputs_fingerprint() hashes something new
 
@@ -206,7 +206,7 @@ def build(
     stays live and nothing is written (`BuildReport.unchanged`); `relayout`
     always builds.
     """
-    config = (config or BuildConfig()).with_(**overrides) if overrides else config or BuildConfig()
+    config = (config or BuildConfig()).with_(**overrides)
     progress = progress or Progress(quiet=True)
     started = time.monotonic()
     folder, data_dir = Path(folder), Path(data_dir)
@@ -300,15 +300,7 @@ def _embed_and_finish(
             kept=kept,
             fetch=cache.get_many,
             model=model,
-            options=FinishOptions(
-                layouts=config.layouts,
-                layout_params=config.layout_params,
-                graph_k=config.graph_k,
-                path_power=config.path_power,
-                relayout=config.relayout,
-                place_only=config.place_only,
-                threads=config.threads,
-            ),
+            config=config,
             files_seen=len(entries),
             build_info={
                 "embedded": embedded,

@@ -94,11 +94,9 @@ class BuildConfig:
     @classmethod
     def recorded(cls, shaping: dict[str, Any], **overrides: Any) -> BuildConfig:
         """The config a manifest's `inputs.options` records, with `overrides`."""
-        options = dict(shaping)
-        params = LayoutParams(**options.pop("layout_params"))
-        return cls(**{**options, "layouts": tuple(options["layouts"])}, layout_params=params).with_(
-            **overrides
-        )
+        options = {**shaping, "layouts": tuple(shaping["layouts"])}
+        options["layout_params"] = LayoutParams(**shaping["layout_params"])
+        return cls(**{**options, **overrides})
 
     def with_(self, **overrides: Any) -> BuildConfig:
         """This config with some options changed (checked again)."""

@@ -31,6 +31,7 @@ from .cache import CachedItem
 from .carry import (
     previous_snapshot,
 )
+from .config import BuildConfig
 from .manifest import (
     GRAPH_FILE,
     KNN_FILE,
@@ -44,7 +45,6 @@ from .manifest import (
 from .scan import FileEntry
 from .snapshot import Snapshot, graph_to_bytes, knn_to_bytes, publish
 from .stages import (
-    FinishOptions,
     ModelInfo,
     atlas_stage,
     catalog_stage,
@@ -84,7 +84,7 @@ def finish(
     kept: list[FileEntry],
     fetch: Callable[[list[str]], dict[str, CachedItem]],
     model: ModelInfo,
-    options: FinishOptions,
+    config: BuildConfig,
     files_seen: int,
     build_info: dict[str, Any],
     log: Callable[[str], None],
@@ -107,17 +107,17 @@ def finish(
     lap("catalog")
     trained = (carry.index, carry.manifest.index or {}) if carry is not None else None
     index, index_entry = faiss_index.build_with_manifest(
-        cat.vectors, seed=options.layout_params.seed, trained=trained
+        cat.vectors, seed=config.layout_params.seed, trained=trained
     )
     lap("index")
-    knn = neighbours_stage(index, cat, carry, options)
+    knn = neighbours_stage(index, cat, carry, config)
     lap("knn")
-    graph, graph_info = graph_stage(cat, knn, carry, options.graph_k)
+    graph, graph_info = graph_stage(cat, knn, carry, config.graph_k)
     log(
         f"path graph: {graph_info.edges} edges, {graph_info.components_before} components"
         f" joined by {graph_info.join_edges} edges in {lap('graph'):.1f}s"
     )
-    maps = maps_stage(cat, knn, carry, options, log)
+    maps = maps_stage(cat, knn, carry, config, log)
     lap("maps")
     gone = np.setdiff1d(prev.ids, cat.ids) if prev is not None else np.zeros(0, np.int64)
     atlas_files, atlas_index = atlas_stage(cat, prev, gone)
@@ -132,7 +132,7 @@ def finish(
         layouts=tuple(maps.layouts) if maps is not None else (),
         maps=collection_maps.manifest_entry(maps, atlas_index) if maps is not None else None,
         knn=KnnEntry(k=knn.k, recomputed_rows=knn.recomputed),
-        graph=_graph_entry(graph_info, options.path_power, lap.seconds["graph"]),
+        graph=_graph_entry(graph_info, config.path_power, lap.seconds["graph"]),
         update=UpdateEntry(
             previous=prev.id if prev is not None else None,
             kept=int((cat.carried >= 0).sum()),

@@ -24,8 +24,8 @@ from .atlas import build_atlases
 from .cache import CachedItem, CacheRowLost
 from .carry import Thumbnails, atlas_keeper, carried_edges, copy_rows, previous_knn
 from .catalog import CatalogRow
-from .config import KNN_K
-from .layout import LayoutParams, knn_needed
+from .config import KNN_K, BuildConfig
+from .layout import knn_needed
 from .manifest import Contents, ModelEntry
 from .maps import Maps
 from .scan import FileEntry, readable
@@ -36,20 +36,6 @@ from .update import DRIFT_LIMIT, assign_ids, carried_rows, carry_maps, update_kn
 class RelayoutDue(RuntimeError):
     """A place-only build found maps it cannot place new images on: a full build
     (`pixscape index`) must lay them out again."""
-
-
-@dataclass(frozen=True)
-class FinishOptions:
-    layouts: tuple[str, ...]
-    layout_params: LayoutParams
-    graph_k: int
-    path_power: float
-    relayout: bool = False  # recompute the maps in full even where they could be carried
-    # Never fit maps (no refit on drift, no full layout): for callers without the
-    # layout libraries, the service's admin routes. Maps that cannot be carried
-    # raise RelayoutDue instead. (BuildConfig checks the two do not meet.)
-    place_only: bool = False
-    threads: int = 0
 
 
 @dataclass(frozen=True)
@@ -138,10 +124,10 @@ def catalog_stage(
 
 
 def neighbours_stage(
-    index: Any, cat: Catalog, carry: Snapshot | None, options: FinishOptions
+    index: Any, cat: Catalog, carry: Snapshot | None, config: BuildConfig
 ) -> Neighbours:
     """The build's one k-NN pass: updated from the carry's lists where it has them."""
-    k = max(KNN_K, knn_needed(options.layouts, options.layout_params))
+    k = max(KNN_K, knn_needed(config.layouts, config.layout_params))
     before = previous_knn(carry, k) if carry is not None else None
     if before is not None:
         sims, ids, recomputed = update_knn(index, cat.vectors, cat.carried, *before)
@@ -168,13 +154,13 @@ def maps_stage(
     cat: Catalog,
     knn: Neighbours,
     carry: Snapshot | None,
-    options: FinishOptions,
+    config: BuildConfig,
     log: Callable[[str], None],
 ) -> Maps | None:
     """The carry's maps with new images placed, else maps fitted in full; None
     when a place-only build has no maps to place on."""
     labels = [r.label for r in cat.rows]
-    if carry is not None and carry.layouts and not options.relayout:
+    if carry is not None and carry.layouts and not config.relayout:
         maps = carry_maps(
             carry.maps,
             carry.layouts,
@@ -185,14 +171,14 @@ def maps_stage(
             knn_sims=knn.sims,
             knn_ids=knn.ids,
             labels=labels,
-            layouts=options.layouts,
-            refit_on_drift=not options.place_only,
+            layouts=config.layouts,
+            refit_on_drift=not config.place_only,
         )
         if maps is not None:
             placed = maps.info["update"]["placed"]
             log(f"maps carried over: {placed} new or changed images placed among their neighbours")
             return _with_catalog_ids(maps, cat.ids)
-    if options.place_only:
+    if config.place_only:
         if carry is None or not carry.layouts:
             log("no maps to place images on: `pixscape index` lays them out")
             return None
@@ -208,9 +194,9 @@ def maps_stage(
         knn.sims,
         knn.ids,
         labels=labels,
-        layouts=options.layouts,
-        params=options.layout_params,
-        n_jobs=options.threads or -1,
+        layouts=config.layouts,
+        params=config.layout_params,
+        n_jobs=config.threads or -1,
         log=log,
     )
     full = {"mode": "full", "placed": 0, "placed_since_full": 0, "full_count": len(cat.rows)}
