@@ -75,7 +75,9 @@ def naive_rate(files: list[Path], runs: int) -> tuple[float, list[float]]:
                 im = im.resize((nw, nh), Image.Resampling.BILINEAR)
                 left, top = (nw - SIZE) // 2, (nh - SIZE) // 2
                 arr = np.asarray(im.crop((left, top, left + SIZE, top + SIZE)), dtype=np.uint8)
-                feats = model(torch.from_numpy(arr.copy())[None])
+                out = model(torch.from_numpy(arr.copy())[None])
+                # The features, and the class probabilities where the model has them.
+                feats = out[0] if isinstance(out, tuple) else out
                 done += int(feats.shape[0])
         return done
 

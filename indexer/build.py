@@ -88,15 +88,19 @@ def embed_pending(
                     skipped.append(Skipped(entry.rel_path, exc.reason))
                     progress.log(f"skipped {readable(entry.rel_path)}: {exc.reason}")
             if batch:
-                vectors = embedder.embed(np.stack([p.pixels for p in batch]))
-                cache.put_many(
-                    [
-                        CachedItem(p.sha256, p.width, p.height, p.format, vec, p.thumbnail)
-                        for p, vec in zip(batch, vectors, strict=True)
-                    ]
-                )
+                cache.put_many(embedded_items(embedder, batch))
             progress.advance(len(chunk))
     return skipped
+
+
+def embedded_items(embedder: Embedder, batch: Sequence[Prepared]) -> list[CachedItem]:
+    """One inference pass over `batch`: each image's cache row, with its vector and,
+    where the model has a classifier, its top concepts."""
+    vectors, tops = embedder.embed_with_top(np.stack([p.pixels for p in batch]))
+    return [
+        CachedItem(p.sha256, p.width, p.height, p.format, vec, p.thumbnail, top)
+        for p, vec, top in zip(batch, vectors, tops, strict=True)
+    ]
 
 
 def inputs_fingerprint(
@@ -239,7 +243,16 @@ def build(
             )
             return _unchanged_report(kept_live, entries, skipped, started)
         embedder = Embedder(onnx_path, threads=config.threads, device=config.device)
-        model = ModelInfo(spec.id, fingerprint, embedder.input_size, embedder.dim, onnx_path)
+        model = ModelInfo(
+            spec.id,
+            fingerprint,
+            embedder.input_size,
+            embedder.dim,
+            onnx_path,
+            # A snapshot's own model (onnx_model) from before the classifier output has none.
+            vocabulary=spec.concepts if embedder.classes else None,
+            classes=embedder.classes,
+        )
         report = _embed_and_finish(
             folder,
             data_dir,
@@ -279,7 +292,8 @@ def _embed_and_finish(
     """Embed what the cache lacks, then finish the snapshot of every usable entry.
     The report's overall seconds and the scan and export stages are the caller's."""
     model_key = f"{model.id}-{model.fingerprint[:16]}"
-    with EmbeddingCache(data_dir / "cache", model_key, embedder.dim) as cache:
+    concepts = embedder.classes > 0
+    with EmbeddingCache(data_dir / "cache", model_key, embedder.dim, concepts) as cache:
         t1 = time.monotonic()
         todo = _not_cached(entries, cache.known())
         failed = _embed(todo, embedder, cache, config, data_dir / "shards" / model_key, progress)

@@ -2,8 +2,9 @@
 
 One SQLite file per model under data/cache/. Each batch is committed as it
 finishes, so a crash or Ctrl-C loses at most the batch in flight and the next
-build resumes. Thumbnails and pixel sizes ride along: a rebuild then decodes
-only new or changed files.
+build resumes. Thumbnails, pixel sizes and the classifier's top concepts
+(indexer.concept_scores, NULL for a model without a classifier) ride along: a
+rebuild then decodes only new or changed files.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .concept_scores import from_blob, to_blob
 from .scan import FileEntry, path_bytes, path_from_bytes
 
 _SCHEMA = """
@@ -24,7 +26,8 @@ CREATE TABLE IF NOT EXISTS embeddings (
     height INTEGER NOT NULL,
     format TEXT NOT NULL,
     vector BLOB NOT NULL,
-    thumbnail BLOB NOT NULL
+    thumbnail BLOB NOT NULL,
+    concepts BLOB
 )
 """
 
@@ -41,17 +44,25 @@ class CachedItem:
     format: str
     vector: np.ndarray
     thumbnail: bytes
+    concepts: tuple[np.ndarray, np.ndarray] | None = None  # top classes, probabilities
 
 
 class EmbeddingCache:
-    def __init__(self, cache_dir: Path, model_key: str, dim: int) -> None:
+    """`concepts`: whether this model's rows carry top concepts; a row without
+    them (or with a torn blob) is unusable like a torn vector."""
+
+    def __init__(self, cache_dir: Path, model_key: str, dim: int, concepts: bool = False) -> None:
         cache_dir.mkdir(parents=True, exist_ok=True)
         self.path = cache_dir / f"embeddings-{model_key}.sqlite"
         self.dim = dim
+        self.concepts = concepts
         self._db = sqlite3.connect(self.path)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(embeddings)")}
+        if "concepts" not in columns:  # a cache written before the column
+            self._db.execute("ALTER TABLE embeddings ADD COLUMN concepts BLOB")
         self._db.commit()
 
     def close(self) -> None:
@@ -64,7 +75,9 @@ class EmbeddingCache:
         self.close()
 
     def known(self) -> set[str]:
-        return {row[0] for row in self._db.execute("SELECT sha256 FROM embeddings")}
+        """The hashes with a usable row (for a model with concepts, rows that have them)."""
+        where = " WHERE concepts IS NOT NULL" if self.concepts else ""
+        return {row[0] for row in self._db.execute(f"SELECT sha256 FROM embeddings{where}")}
 
     def put_many(self, items: list[CachedItem]) -> None:
         rows = [
@@ -75,12 +88,15 @@ class EmbeddingCache:
                 it.format,
                 np.ascontiguousarray(it.vector, dtype=np.float32).tobytes(),
                 it.thumbnail,
+                to_blob(*it.concepts) if it.concepts is not None else None,
             )
             for it in items
         ]
         with self._db:  # one transaction per batch
             self._db.executemany(
-                "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?, ?)", rows
+                "INSERT OR REPLACE INTO embeddings (sha256, width, height, format, vector,"
+                " thumbnail, concepts) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
             )
 
     def get_many(self, hashes: list[str]) -> dict[str, CachedItem]:
@@ -89,13 +105,17 @@ class EmbeddingCache:
         for start in range(0, len(hashes), 500):
             chunk = hashes[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            query = f"SELECT * FROM embeddings WHERE sha256 IN ({marks})"
-            for sha, w, h, fmt, vec, thumb in self._db.execute(query, chunk):
-                if len(vec) != 4 * self.dim:
+            query = (
+                "SELECT sha256, width, height, format, vector, thumbnail, concepts"
+                f" FROM embeddings WHERE sha256 IN ({marks})"
+            )
+            for sha, w, h, fmt, vec, thumb, blob in self._db.execute(query, chunk):
+                concepts = from_blob(blob) if self.concepts else None
+                if len(vec) != 4 * self.dim or (self.concepts and concepts is None):
                     bad.append(sha)  # torn or foreign: dropped, embedded again next run
                     continue
                 vector = np.frombuffer(vec, dtype=np.float32)
-                found[sha] = CachedItem(sha, w, h, fmt, vector, thumb)
+                found[sha] = CachedItem(sha, w, h, fmt, vector, thumb, concepts)
         if bad:
             with self._db:
                 self._db.executemany("DELETE FROM embeddings WHERE sha256 = ?", [(b,) for b in bad])

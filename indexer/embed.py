@@ -10,6 +10,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from .concept_scores import top_concepts
+
+Top = tuple[np.ndarray, np.ndarray]  # one image's top classes and their probabilities
+
 
 def available_providers(preferred: str = "auto") -> list[str]:
     """CUDA when onnxruntime has it and `preferred` allows, else CPU."""
@@ -37,7 +41,9 @@ def _preload_cuda_libraries() -> None:
 
 
 class Embedder:
-    """An onnxruntime session: uint8 (N, S, S, 3) pixels -> float32 (N, D) unit vectors."""
+    """An onnxruntime session: uint8 (N, S, S, 3) pixels -> float32 (N, D) unit vectors,
+    and, where the model has the output (indexer.models.output_names), the (N, C)
+    class probabilities of the same pass."""
 
     def __init__(self, model_path: Path, threads: int = 0, device: str = "auto") -> None:
         options = ort.SessionOptions()
@@ -58,13 +64,36 @@ class Embedder:
                 " the CUDA/cuDNN libraries are missing; its warning above says which)"
             )
         inp = self._session.get_inputs()[0]
-        out = self._session.get_outputs()[0]
+        outputs = {out.name: out for out in self._session.get_outputs()}
         self._input_name = inp.name
+        self._features = self._session.get_outputs()[0].name
         self.input_size = int(inp.shape[1])
-        self.dim = int(out.shape[1])
+        self.dim = int(self._session.get_outputs()[0].shape[1])
+        # Models exported before the classifier output (snapshots of older builds) lack it.
+        self.classes = int(outputs["concepts"].shape[1]) if "concepts" in outputs else 0
 
     def embed(self, pixels: np.ndarray) -> np.ndarray:
+        """The unit feature vectors of `pixels`."""
+        return self._run(pixels, [self._features])[0]
+
+    def embed_with_concepts(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The feature vectors and the class probabilities (None without the output)."""
+        if not self.classes:
+            return self.embed(pixels), None
+        vectors, probs = self._run(pixels, [self._features, "concepts"])
+        return vectors, probs
+
+    def embed_with_top(self, pixels: np.ndarray) -> tuple[np.ndarray, list[Top | None]]:
+        """The feature vectors and each image's top concepts (concept_scores.top_concepts),
+        None for each without a classifier: what indexing keeps."""
+        vectors, probs = self.embed_with_concepts(pixels)
+        if probs is None:
+            return vectors, [None] * len(vectors)
+        classes, top = top_concepts(probs)
+        return vectors, list(zip(classes, top, strict=True))
+
+    def _run(self, pixels: np.ndarray, names: list[str]) -> list[np.ndarray]:
         if pixels.ndim != 4 or pixels.shape[1:] != (self.input_size, self.input_size, 3):
             raise ValueError(f"expected (N, {self.input_size}, {self.input_size}, 3) pixels")
-        out = self._session.run(None, {self._input_name: np.ascontiguousarray(pixels)})[0]
-        return np.asarray(out, dtype=np.float32)
+        out = self._session.run(names, {self._input_name: np.ascontiguousarray(pixels)})
+        return [np.asarray(o, dtype=np.float32) for o in out]

@@ -44,6 +44,9 @@ from .prepare import prepare
 from .progress import Progress
 from .scan import FileEntry, Skipped
 
+# A shard row's top concepts where the model has none: zero of them.
+_NO_TOP = (np.zeros(0, np.uint16), np.zeros(0, np.float16))
+
 Batch = dict[str, np.ndarray]
 
 
@@ -115,6 +118,13 @@ def write_shard(path: Path, items: list[CachedItem]) -> None:
             height=np.array([it.height for it in items], dtype=np.int64),
             format=np.array([it.format for it in items], dtype="U16"),
             vectors=np.stack([np.asarray(it.vector, dtype=np.float32) for it in items]),
+            # Top concepts (indexer.concept_scores), empty for a model without them.
+            concept_classes=np.stack(
+                [it.concepts[0] if it.concepts is not None else _NO_TOP[0] for it in items]
+            ),
+            concept_probs=np.stack(
+                [it.concepts[1] if it.concepts is not None else _NO_TOP[1] for it in items]
+            ),
             # Thumbnails are variable-length bytes: one buffer plus offsets keeps
             # the file loadable without pickle.
             thumbs=np.frombuffer(b"".join(thumbs), dtype=np.uint8),
@@ -130,6 +140,7 @@ def read_shard(path: Path) -> list[CachedItem] | None:
             sha, vectors = z["sha256"], z["vectors"]
             width, height, fmt = z["width"], z["height"], z["format"]
             thumbs, offsets = z["thumbs"].tobytes(), z["thumb_offsets"]
+            classes, probs = z["concept_classes"], z["concept_probs"]
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
     return [
@@ -140,6 +151,7 @@ def read_shard(path: Path) -> list[CachedItem] | None:
             str(fmt[i]),
             vectors[i].copy(),
             thumbs[offsets[i] : offsets[i + 1]],
+            (classes[i].copy(), probs[i].copy()) if classes.shape[1] else None,
         )
         for i in range(len(sha))
     ]
@@ -225,7 +237,7 @@ class EmbedShards:
         ok = [i for i, e in enumerate(errors) if not e]
         shard = ""
         if ok:
-            vectors = self.embedder.embed(batch["pixels"][ok])
+            vectors, tops = self.embedder.embed_with_top(batch["pixels"][ok])
             items = [
                 CachedItem(
                     str(batch["sha256"][i]),
@@ -234,8 +246,9 @@ class EmbedShards:
                     str(batch["format"][i]),
                     vec,
                     bytes(batch["thumbnail"][i]),
+                    top,
                 )
-                for i, vec in zip(ok, vectors, strict=True)
+                for i, vec, top in zip(ok, vectors, tops, strict=True)
             ]
             shard = str(self.run_dir / f"{uuid.uuid4().hex}.npz")
             write_shard(Path(shard), items)

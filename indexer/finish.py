@@ -31,19 +31,23 @@ from .cache import CachedItem
 from .carry import (
     previous_snapshot,
 )
+from .concept_scores import TOP_K
 from .config import BuildConfig
 from .manifest import (
+    CONCEPT_CLASSES_FILE,
+    CONCEPT_PROBS_FILE,
     GRAPH_FILE,
     KNN_FILE,
     BuildEntry,
     CollectionEntry,
+    ConceptsEntry,
     Contents,
     GraphEntry,
     KnnEntry,
     UpdateEntry,
 )
 from .scan import FileEntry
-from .snapshot import Snapshot, graph_to_bytes, knn_to_bytes, publish
+from .snapshot import Snapshot, graph_to_bytes, knn_to_bytes, npy_bytes, publish
 from .stages import (
     ModelInfo,
     atlas_stage,
@@ -103,7 +107,7 @@ def finish(
     prev = previous_snapshot(data_dir, folder, log)
     carry = prev if prev is not None and _same_model(prev, model) else None
     lap("previous")
-    cat = catalog_stage(kept, prev, carry, model.dim, fetch)
+    cat = catalog_stage(kept, prev, carry, model, fetch)
     lap("catalog")
     trained = (carry.index, carry.manifest.index or {}) if carry is not None else None
     index, index_entry = faiss_index.build_with_manifest(
@@ -133,6 +137,7 @@ def finish(
         maps=collection_maps.manifest_entry(maps, atlas_index) if maps is not None else None,
         knn=KnnEntry(k=knn.k, recomputed_rows=knn.recomputed),
         graph=_graph_entry(graph_info, config.path_power, lap.seconds["graph"]),
+        concepts=_concepts_entry(model),
         update=UpdateEntry(
             previous=prev.id if prev is not None else None,
             kept=int((cat.carried >= 0).sum()),
@@ -150,6 +155,9 @@ def finish(
         **(maps.files() if maps is not None else {}),
         **atlas_files,
     }
+    if cat.concepts is not None:
+        extra_files[CONCEPT_CLASSES_FILE] = npy_bytes(cat.concepts.classes)
+        extra_files[CONCEPT_PROBS_FILE] = npy_bytes(cat.concepts.probs)
     snap_dir = write_stage(data_dir, cat, index, model, contents, extra_files, prev)
     lap("write")
     publish(data_dir, snap_dir)
@@ -170,8 +178,17 @@ def _graph_entry(info: path_graph.GraphInfo, power: float, seconds: float) -> Gr
     )
 
 
+def _concepts_entry(model: ModelInfo) -> ConceptsEntry | None:
+    if model.vocabulary is None:
+        return None
+    return ConceptsEntry(vocabulary=model.vocabulary, classes=model.classes, top_k=TOP_K)
+
+
 def _same_model(prev: Snapshot, model: ModelInfo) -> bool:
-    """Whether the previous snapshot's vectors are this model's: then they carry."""
+    """Whether the previous snapshot's vectors (and concepts) are this model's: then
+    they carry."""
     return (
-        prev.manifest.model.fingerprint == model.fingerprint and prev.vectors.shape[1] == model.dim
+        prev.manifest.model.fingerprint == model.fingerprint
+        and prev.vectors.shape[1] == model.dim
+        and (prev.concepts is not None) == (model.vocabulary is not None)
     )

@@ -8,7 +8,7 @@ unknown field, or a value of the wrong type, is a `ManifestError` naming the
 field, never a default that hides it in a route later.
 
 Sections added after format 1 first shipped (the FAISS entry, ids, inputs, maps,
-k-NN, graph, update) are optional: snapshots written before them still open, and
+k-NN, graph, update, concepts) are optional: snapshots written before them still open, and
 readers say what they do without them. Three entries stay mappings, each written
 and read back by one module: the FAISS `index` entry (indexer.index), `maps`
 (indexer.maps) and `inputs` (indexer.build's fingerprint).
@@ -26,6 +26,8 @@ FORMAT_VERSION = 1
 NAME = "manifest.json"
 KNN_FILE = "knn.npz"
 GRAPH_FILE = "graph.npz"
+CONCEPT_CLASSES_FILE = "concepts/classes.npy"
+CONCEPT_PROBS_FILE = "concepts/probs.npy"
 
 
 class ManifestError(ValueError):
@@ -64,6 +66,16 @@ class GraphEntry(_Section):
     components_before: int
     components_joined_by: int
     seconds: float
+
+
+class ConceptsEntry(_Section):
+    """The classifier's top concepts of each image (indexer.concept_scores)."""
+
+    vocabulary: str  # models.ModelSpec.concepts: "imagenet-1k", the classes of concepts.json
+    classes: int  # the classifier's classes
+    top_k: int  # classes kept per image, best first
+    classes_file: str = CONCEPT_CLASSES_FILE  # (N, top_k) uint16
+    probs_file: str = CONCEPT_PROBS_FILE  # (N, top_k) float16
 
 
 class UpdateEntry(_Section):
@@ -122,6 +134,7 @@ class Contents(_Section):
     knn: KnnEntry | None = None
     graph: GraphEntry | None = None
     update: UpdateEntry | None = None
+    concepts: ConceptsEntry | None = None  # None: no classifier (or built before it)
 
 
 class Manifest(Contents):

@@ -7,8 +7,12 @@ embedded exactly as the collection was.
 
 Adding a backbone is one `ModelSpec`: a function returning a module that maps a
 normalised NCHW float batch to a (N, D) feature batch, the weights file, and the
-input normalisation. For example, a torchvision ResNet-50 whose weights file you
-have on disk:
+input normalisation. A backbone whose weights include the ImageNet-1k classifier
+(`concepts="imagenet-1k"`) returns (features, logits) instead: the export then has
+a second output, `concepts`, the 1,000 class probabilities in the order of
+indexer/concepts.json, computed in the same pass (search by word, tags).
+
+For example, a torchvision ResNet-50 whose weights file you have on disk:
 
     def _resnet50() -> torch.nn.Module:
         import torchvision
@@ -37,9 +41,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-# Bump when the exported graph changes for the same weights (preprocessing, pooling):
-# it is part of the fingerprint, so caches keyed on it are invalidated.
-EXPORT_VERSION = 1
+# Bump when the exported graph changes for the same weights (preprocessing, pooling,
+# outputs): it is part of the fingerprint, so caches keyed on it are invalidated.
+# 2: the class probabilities as a second output.
+EXPORT_VERSION = 2
 DEFAULT_MODEL = "efficientnet-lite0"
 
 
@@ -48,10 +53,12 @@ class ModelSpec:
     id: str
     input_size: int
     dim: int
-    build: Callable[[], torch.nn.Module]  # weights loaded, eval mode, NCHW -> (N, D)
+    # Weights loaded, eval mode: NCHW -> (N, D), or (features, logits) with `concepts`.
+    build: Callable[[], torch.nn.Module]
     weights_path: Callable[[], Path]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    concepts: str | None = None  # "imagenet-1k": the classifier's classes (concepts.json)
 
 
 def _efficientnet_lite0_weights() -> Path:
@@ -71,13 +78,16 @@ def _efficientnet_lite0() -> torch.nn.Module:
     # silently changing the network the weights were trained for.
 
     class GlobalPooled(torch.nn.Module):
+        """The pooled features and, from them, the classifier's logits (the package's
+        own forward, whose dropout is the identity in eval mode)."""
+
         def __init__(self, backbone: EfficientNet) -> None:
             super().__init__()
             self.backbone = backbone
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            features: torch.Tensor = self.backbone.extract_features(x)
-            return features.mean(dim=(2, 3))
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            pooled = self.backbone.extract_features(x).mean(dim=(2, 3))
+            return pooled, self.backbone._fc(pooled)
 
     return GlobalPooled(net).eval()
 
@@ -93,6 +103,7 @@ MODELS: Mapping[str, ModelSpec] = MappingProxyType(
             # The Lite models were trained on (x/255 - 0.5) / 0.5.
             mean=(0.5, 0.5, 0.5),
             std=(0.5, 0.5, 0.5),
+            concepts="imagenet-1k",
         ),
     }
 )
@@ -116,7 +127,8 @@ def fingerprint(spec: ModelSpec) -> str:
 
 
 def feature_module(spec: ModelSpec) -> torch.nn.Module:
-    """uint8 NHWC pixels -> L2-normalised features, as one torch module."""
+    """uint8 NHWC pixels -> L2-normalised features, and with `spec.concepts` the
+    class probabilities beside them, as one torch module."""
     import torch
 
     backbone = spec.build()
@@ -132,11 +144,20 @@ def feature_module(spec: ModelSpec) -> torch.nn.Module:
             self.register_buffer("mean", mean)
             self.register_buffer("std", std)
 
-        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        def forward(self, pixels: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
             x = (pixels.permute(0, 3, 1, 2).float() - self.mean) / self.std
-            return torch.nn.functional.normalize(self.backbone(x), dim=1)
+            out = self.backbone(x)
+            if spec.concepts is None:
+                return torch.nn.functional.normalize(out, dim=1)
+            features, logits = out
+            return torch.nn.functional.normalize(features, dim=1), logits.softmax(dim=1)
 
     return Features().eval()
+
+
+def output_names(spec: ModelSpec) -> list[str]:
+    """The exported graph's outputs: features, then the class probabilities if any."""
+    return ["features", "concepts"] if spec.concepts is not None else ["features"]
 
 
 def export_onnx(spec: ModelSpec, dest: Path) -> Path:
@@ -165,7 +186,7 @@ def export_onnx(spec: ModelSpec, dest: Path) -> Path:
                 module,
                 (example,),
                 input_names=["pixels"],
-                output_names=["features"],
+                output_names=output_names(spec),
                 dynamic_shapes=({0: batch},),
                 dynamo=True,
                 external_data=False,

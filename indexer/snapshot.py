@@ -3,6 +3,7 @@
     data/snapshots/<id>/ manifest.json catalog.sqlite vectors.npy index.faiss
                          model.onnx thumbs/<image id>.webp graph.npz knn.npz
                          layouts/<name>.npy clusters.npy maps.json atlas/
+                         concepts/classes.npy concepts/probs.npy
     data/CURRENT         the live snapshot's id
 
 manifest.json is typed in indexer.manifest; this module writes and reads every
@@ -37,7 +38,14 @@ from . import index as faiss_index
 from . import manifest as manifest_file
 from .catalog import CatalogRow, read_catalog, write_catalog
 from .digest import sha256_file
-from .manifest import GRAPH_FILE, KNN_FILE, Contents, Manifest, ManifestError, ThumbnailsEntry
+from .manifest import (
+    GRAPH_FILE,
+    KNN_FILE,
+    Contents,
+    Manifest,
+    ManifestError,
+    ThumbnailsEntry,
+)
 from .thumbs import THUMB_SUFFIX
 
 CORE_FILES = ("catalog.sqlite", "vectors.npy", "index.faiss", "model.onnx")
@@ -262,6 +270,9 @@ class Snapshot:
     clusters: np.ndarray | None = None
     maps: Mapping[str, Any] = field(default_factory=dict)
     atlas: Mapping[str, Any] = field(default_factory=dict)
+    # Each image's top concepts, memory-mapped (manifest.ConceptsEntry); None in
+    # snapshots of a model without a classifier, or built before it.
+    concepts: TopConcepts | None = None
     # Row -> catalog id, strictly increasing. Every array above (vectors, index,
     # layouts, clusters, graph) is indexed by row; ids are what clients see, and
     # an image keeps its id across snapshots (thumbs/ and atlas/ go by id).
@@ -287,6 +298,33 @@ class Snapshot:
 
     def thumbnail_path(self, image_id: int) -> Path:
         return self.path / "thumbs" / f"{image_id}{THUMB_SUFFIX}"
+
+
+@dataclass(frozen=True)
+class TopConcepts:
+    classes: np.ndarray  # (N, K) uint16, each row best first
+    probs: np.ndarray  # (N, K) float16
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """An .npy file's content (for the snapshot files that `extra_files` carries)."""
+    buf = io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array))
+    return buf.getvalue()
+
+
+def _read_concepts(path: Path, manifest: Manifest, count: int) -> TopConcepts | None:
+    entry = manifest.concepts
+    if entry is None:
+        return None
+    classes = np.load(path / entry.classes_file, mmap_mode="r")
+    probs = np.load(path / entry.probs_file, mmap_mode="r")
+    shape = (count, entry.top_k)
+    if classes.shape != shape or probs.shape != shape or classes.dtype != np.uint16:
+        raise SnapshotError(f"{path.name}: the concept files are not ({count}, {entry.top_k})")
+    if count and int(classes.max()) >= entry.classes:
+        raise SnapshotError(f"{path.name}: {entry.classes_file} names a class past {entry.classes}")
+    return TopConcepts(classes, probs)
 
 
 def graph_to_bytes(graph: sp.csr_array) -> bytes:
@@ -385,5 +423,6 @@ def open_snapshot(data_dir: Path, snapshot_id: str | None = None) -> Snapshot:
         index=index,
         collection_root=Path(manifest.collection.root),
         graph=_read_graph(path, manifest, len(rows)),
+        concepts=_read_concepts(path, manifest, len(rows)),
         **_read_maps(path, manifest, len(rows)),
     )

@@ -24,12 +24,15 @@ from .atlas import build_atlases
 from .cache import CachedItem, CacheRowLost
 from .carry import Thumbnails, atlas_keeper, carried_edges, copy_rows, previous_knn
 from .catalog import CatalogRow
+from .concept_scores import TOP_K
+from .concepts import Concepts
 from .config import KNN_K, BuildConfig
 from .layout import knn_needed
 from .manifest import Contents, ModelEntry
 from .maps import Maps
+from .naming import cluster_names, name_clusters
 from .scan import FileEntry, readable
-from .snapshot import Snapshot, write_snapshot
+from .snapshot import Snapshot, TopConcepts, write_snapshot
 from .update import DRIFT_LIMIT, assign_ids, carried_rows, carry_maps, update_knn
 
 
@@ -45,6 +48,8 @@ class ModelInfo:
     input_size: int
     dim: int
     onnx_path: Path
+    vocabulary: str | None = None  # the classifier's concepts (ModelSpec.concepts), if any
+    classes: int = 0  # the classifier's output size
 
     def entry(self) -> ModelEntry:
         """The manifest's model entry."""
@@ -63,6 +68,7 @@ class Catalog:
     vectors: np.ndarray  # (N, D) float32
     carried: np.ndarray  # row -> the carry's row of the same unchanged image, or -1
     thumbnails: Thumbnails
+    concepts: TopConcepts | None  # with a classifier: each row's top concepts
 
 
 @dataclass(frozen=True)
@@ -77,13 +83,13 @@ def catalog_stage(
     kept: list[FileEntry],
     prev: Snapshot | None,
     carry: Snapshot | None,
-    dim: int,
+    model: ModelInfo,
     fetch: Callable[[list[str]], dict[str, CachedItem]],
 ) -> Catalog:
-    """Ids (kept across snapshots by path), rows and vectors, in id order.
+    """Ids (kept across snapshots by path), rows, vectors and top concepts, in id order.
 
-    Unchanged images come from the carry (its memory-mapped vectors, its catalog,
-    its thumbnail files); only new or changed ones from the cache.
+    Unchanged images come from the carry (its memory-mapped vectors and concepts,
+    its catalog, its thumbnail files); only new or changed ones from the cache.
     """
     previous_ids: dict[str, int] = {}
     next_id = 0
@@ -106,9 +112,10 @@ def catalog_stage(
             f"the embedding cache's row for {readable(lost)} was unusable and has been dropped:"
             " run the build again to embed it anew"
         )
-    vectors = np.empty((len(kept), dim), np.float32)
+    vectors = np.empty((len(kept), model.dim), np.float32)
     if carry is not None:
         copy_rows(vectors, carry.vectors, carried)
+    concepts = _carried_concepts(len(kept), carry, carried) if model.vocabulary else None
     rows: list[CatalogRow] = []
     for r, (image_id, e) in enumerate(zip(ids.tolist(), kept, strict=True)):
         if carry is not None and carried[r] >= 0:
@@ -118,9 +125,23 @@ def catalog_stage(
             item = fresh[e.sha256]
             width, height, fmt = item.width, item.height, item.format
             vectors[r] = item.vector
+            if concepts is not None:
+                assert item.concepts is not None  # the cache has them for such a model
+                concepts.classes[r], concepts.probs[r] = item.concepts
         rows.append(CatalogRow(image_id, e.rel_path, e.sha256, e.size, width, height, fmt, e.label))
     thumbnails = Thumbnails(ids, shas, carried, carry, fresh, fetch)
-    return Catalog(ids, next_id, rows, vectors, carried, thumbnails)
+    return Catalog(ids, next_id, rows, vectors, carried, thumbnails, concepts)
+
+
+def _carried_concepts(count: int, carry: Snapshot | None, carried: np.ndarray) -> TopConcepts:
+    """Top concepts for `count` rows, the carried ones filled from the carry."""
+    out = TopConcepts(np.zeros((count, TOP_K), np.uint16), np.zeros((count, TOP_K), np.float16))
+    if carry is not None:
+        if carry.concepts is None:
+            raise ValueError("the carried snapshot lacks the concepts of its model")
+        copy_rows(out.classes, carry.concepts.classes, carried)
+        copy_rows(out.probs, carry.concepts.probs, carried)
+    return out
 
 
 def neighbours_stage(
@@ -177,7 +198,7 @@ def maps_stage(
         if maps is not None:
             placed = maps.info["update"]["placed"]
             log(f"maps carried over: {placed} new or changed images placed among their neighbours")
-            return _with_catalog_ids(maps, cat.ids)
+            return _named(_with_catalog_ids(maps, cat.ids), cat)
     if config.place_only:
         if carry is None or not carry.layouts:
             log("no maps to place images on: `pixscape index` lays them out")
@@ -201,7 +222,8 @@ def maps_stage(
     )
     full = {"mode": "full", "placed": 0, "placed_since_full": 0, "full_count": len(cat.rows)}
     update = {**full, "drift_limit": DRIFT_LIMIT, "refit_due": False}
-    return _with_catalog_ids(replace(maps, info={**maps.info, "update": update}), cat.ids)
+    maps = replace(maps, info={**maps.info, "update": update})
+    return _named(_with_catalog_ids(maps, cat.ids), cat)
 
 
 def atlas_stage(
@@ -237,6 +259,22 @@ def write_stage(
         link_thumbs_from=prev.path / "thumbs" if prev is not None else None,
         unchanged_thumbs={int(i) for i in cat.ids[cat.carried >= 0]},
     )
+
+
+def _named(maps: Maps, cat: Catalog) -> Maps:
+    """The clusters with their names in words (indexer.naming), from the images' top
+    concepts where the model has them, else from their folders."""
+    clusters = maps.info["clusters"]
+    words: list[str | None] = [None] * len(clusters)
+    if cat.concepts is not None:
+        words = cluster_names(
+            np.asarray(maps.clusters, np.int64),
+            len(clusters),
+            cat.concepts.classes,
+            cat.concepts.probs,
+            Concepts.load(),
+        )
+    return replace(maps, info={**maps.info, "clusters": name_clusters(clusters, words)})
 
 
 def _with_catalog_ids(maps: Maps, ids: np.ndarray) -> Maps:

@@ -3,6 +3,8 @@ network's 1,000 ImageNet classes, and the lookups words will go through."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from indexer.concepts import CLASSES, Concepts, normalise
@@ -70,26 +72,23 @@ def test_completion_offers_the_most_specific_words_first(concepts: Concepts) -> 
     assert len(concepts.complete("a", limit=3)) == 3
 
 
-def test_the_networks_own_classifier_speaks_this_vocabulary(concepts: Concepts) -> None:
-    """The real EfficientNet-Lite0 weights' classifier (the head pixscape does not
-    export yet), on a photo from images/ decoded as indexing decodes it: its top
-    class, looked up by position in the table, is the photo's word."""
+def test_the_exported_model_speaks_this_vocabulary(concepts: Concepts, models_dir: Path) -> None:
+    """The exported model's second output (the real EfficientNet-Lite0 weights'
+    ImageNet classifier, same pass as the features), on a photo from images/
+    decoded as indexing decodes it: its top class, looked up by position in the
+    table, is the photo's word."""
     import numpy as np
-    import torch
 
     from indexer.decode import center_crop, decode_image
-    from indexer.models import DEFAULT_MODEL, get_spec
+    from indexer.embed import Embedder
 
-    spec = get_spec(DEFAULT_MODEL)
-    net = spec.build().backbone  # EfficientNet, with its ImageNet classifier `_fc`
+    embedder = Embedder(next(models_dir.glob("*.onnx")))
+    assert embedder.classes == CLASSES
     pixels = center_crop(decode_image(IMAGES / "fruit" / "strawberry2.png").image, 224)
-    x = torch.from_numpy(pixels.astype(np.float32)).permute(2, 0, 1)[None]
-    x = (x / 255.0 - torch.tensor(spec.mean).view(1, 3, 1, 1)) / torch.tensor(spec.std).view(
-        1, 3, 1, 1
-    )
-    with torch.no_grad():
-        probs = net(x).softmax(dim=1)[0].numpy()
-    assert probs.shape == (CLASSES,)
-    top = int(probs.argmax())
-    assert concepts.names[top] == "strawberry" and probs[top] > 0.5
+    vectors, probs = embedder.embed_with_concepts(pixels[None])
+    assert probs is not None and probs.shape == (1, CLASSES)
+    assert np.allclose(vectors, embedder.embed(pixels[None]), atol=1e-6)
+    assert probs.sum() == pytest.approx(1.0, abs=1e-4)
+    top = int(probs[0].argmax())
+    assert concepts.names[top] == "strawberry" and probs[0, top] > 0.5
     assert top in concepts.classes("fruit") and top not in concepts.classes("dog")

@@ -109,7 +109,8 @@ def test_shards_left_by_a_crashed_run_are_ingested_not_recomputed(
     with Image.open(src) as im:
         thumb = make_thumbnail(im.convert("RGB"))
     shard = data / "shards" / model_key / "crashed-run" / "0.npz"
-    write_shard(shard, [CachedItem(sha256_file(src), 7, 9, "PNG", marker, thumb)])
+    tops = (np.arange(10, dtype=np.uint16) + 100, np.full(10, 0.1, np.float16))
+    write_shard(shard, [CachedItem(sha256_file(src), 7, 9, "PNG", marker, thumb, tops)])
     (shard.parent / ".tmp-1.npz").write_bytes(b"cut short")
 
     report = build(collection, data, layouts="grid", engine="ray")
@@ -118,6 +119,8 @@ def test_shards_left_by_a_crashed_run_are_ingested_not_recomputed(
     row = next(r for r in snap.rows if r.path == src.name)
     assert (row.width, row.height) == (7, 9)  # taken from the shard, not decoded again
     np.testing.assert_array_equal(snap.vectors[row.id], marker)
+    assert snap.concepts is not None  # and its top concepts, from the shard too
+    np.testing.assert_array_equal(snap.concepts.classes[row.id], tops[0])
     assert not [p for p in (data / "shards").rglob("*") if p.is_file()]
     assert not shard.parent.exists()
 
