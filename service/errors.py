@@ -58,6 +58,17 @@ class NoPathGraph(ServiceError):
     """The snapshot was built without a path graph."""
 
 
+class NoConcepts(ServiceError):
+    """The snapshot has no concept scores: built before search by word, or with a
+    model without a classifier."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this snapshot has no concept scores (it was built before search by word,"
+            " or with a model without a classifier): rebuild it with `pixscape index`"
+        )
+
+
 def status_of(exc: ServiceError) -> int:
     """The HTTP status of a refusal (the one mapping from types to codes)."""
     match exc:
@@ -71,7 +82,7 @@ def status_of(exc: ServiceError) -> int:
             return 400
         case InvalidPath():
             return 422
-        case NoPath() | NoPathGraph():
+        case NoPath() | NoPathGraph() | NoConcepts():
             return 409
     raise TypeError(f"no status for {type(exc).__name__}")  # a new type needs its code here
 

@@ -68,6 +68,14 @@ class Cluster(BaseModel):
     representative: int = Field(description="catalog id of the image nearest the cluster centre")
     label: str | None = Field(description="the majority folder label of its images, if any")
     label_share: float
+    name: str | None = Field(
+        None,
+        description="what the map calls it: the concept most over-represented in it against"
+        " the whole collection, else its folder label in plain words; no two share one",
+    )
+    name_from: Literal["concepts", "folder"] | None = Field(
+        None, description="where the name comes from (null: unnamed, or built before names)"
+    )
     centers: dict[str, list[float]] = Field(description="layout -> median [x, y] of its images")
 
 
@@ -176,18 +184,29 @@ def payload(live: Live, name: str, fmt: Literal["binary", "json"]) -> bytes:
 
 
 def placement(
-    snap: Snapshot, vector: np.ndarray, scores: np.ndarray, ids: np.ndarray
+    snap: Snapshot, vector: np.ndarray, top: tuple[np.ndarray, np.ndarray] | None = None
 ) -> dict[str, MapPoint]:
     """Where a query image falls on each layout (see indexer.layout.place for why
-    neighbour-weighted). Reuses the search's own top-k when it has enough."""
+    neighbour-weighted). Reuses the search's own top-k (scores, rows) when it has
+    enough."""
     if not snap.layouts:
         return {}
-    if len(ids) < min(layouts.PLACE_K, snap.count):
-        top_scores, top_ids = neighbours.search(snap.index, vector, layouts.PLACE_K, snap.vectors)
-        scores, ids = top_scores[0], top_ids[0]
+    if top is None or len(top[1]) < min(layouts.PLACE_K, snap.count):
+        found = neighbours.search(snap.index, vector, layouts.PLACE_K, snap.vectors)
+        top = found[0][0], found[1][0]
+    return _placed(snap, *top)
+
+
+def word_placement(snap: Snapshot, scores: np.ndarray, rows: np.ndarray) -> dict[str, MapPoint]:
+    """Where a word's images lie on each layout: its best images, weighted by their
+    mass the way a query image's neighbours are by similarity."""
+    return _placed(snap, scores, rows) if snap.layouts and len(rows) else {}
+
+
+def _placed(snap: Snapshot, scores: np.ndarray, rows: np.ndarray) -> dict[str, MapPoint]:
     out = {}
     for name, pos in snap.layouts.items():
-        xy = layouts.place(scores, ids, pos)
+        xy = layouts.place(scores, rows, pos)
         if xy is not None:
             out[name] = MapPoint(x=round(xy[0], 6), y=round(xy[1], 6))
     return out

@@ -28,16 +28,35 @@ class ImagePage(BaseModel):
     images: list[ImageRef]
 
 
+class Tag(BaseModel):
+    word: str = Field(description="an ImageNet concept, in plain words: searchable as `q`")
+    probability: float = Field(description="the classifier's probability, in [0, 1]")
+
+
 class ImageInfo(ImageRef):
     sha256: str
     size: int = Field(description="file size in bytes")
     width: int
     height: int
     format: str = Field(description="image format detected from the content, e.g. JPEG")
+    tags: list[Tag] = Field(
+        default_factory=list,
+        description="what the classifier sees: its classes of probability 0.05 or more"
+        " (at least one), best first; empty when the snapshot has no concept scores",
+    )
+
+
+class Match(BaseModel):
+    word: str = Field(description="the query's word that found this image")
+    concept: str = Field(description="the image's most probable class of those the word reaches")
 
 
 class ScoredImage(ImageRef):
-    score: float = Field(description="cosine similarity to the query, in [-1, 1]")
+    score: float = Field(
+        description="cosine similarity to the query image, in [-1, 1]; for words alone,"
+        " the classifier's probability mass on the classes the words reach, in (0, 1]"
+    )
+    match: Match | None = Field(None, description="for a search with words: what matched")
 
 
 class QueryInfo(BaseModel):
@@ -51,11 +70,22 @@ class MapPoint(BaseModel):
     y: float
 
 
+class WordsInfo(BaseModel):
+    text: str = Field(description="the query's text as given")
+    words: list[str] = Field(
+        description="the vocabulary words read from it (longest phrase first); an image"
+        " scores by the best of them, so several words are alternatives"
+    )
+    unknown: list[str] = Field(description="parts of the text the vocabulary lacks")
+    suggestions: list[str] = Field(description="close vocabulary words for the unknown parts")
+
+
 class SearchResponse(BaseModel):
     snapshot: str
     k: int
     took_ms: float = Field(description="server time spent: decode, embed and search")
-    query: QueryInfo
+    query: QueryInfo | None = Field(description="the uploaded image; null for words alone")
+    words: WordsInfo | None = Field(None, description="the words read from `q`, if given")
     results: list[ScoredImage]
     placement: dict[str, MapPoint] = Field(
         default_factory=dict,
@@ -99,6 +129,18 @@ class PathResponse(BaseModel):
     )
     uploads: dict[str, QueryInfo] = Field(default_factory=dict)
     chain: list[PathImage]
+
+
+class Completion(BaseModel):
+    word: str
+    classes: int = Field(description="ImageNet classes the word reaches")
+    images: int = Field(description="images here whose most probable class it reaches")
+
+
+class Completions(BaseModel):
+    snapshot: str
+    prefix: str
+    words: list[Completion] = Field(description="most specific (fewest classes) first")
 
 
 class Health(BaseModel):

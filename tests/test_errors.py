@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from service import errors
 from service.errors import (
     InvalidPath,
+    NoConcepts,
     NoPath,
     NoPathGraph,
     ServiceError,
@@ -31,6 +32,7 @@ CASES: list[tuple[ServiceError, int]] = [
     (InvalidPath("image 3 twice"), 422),
     (NoPath("no acceptable path from image 1 to image 2"), 409),
     (NoPathGraph("snapshot x has no path graph"), 409),
+    (NoConcepts(), 409),
 ]
 
 

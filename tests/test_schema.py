@@ -224,6 +224,10 @@ SUCCESSES: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "/api/images/{image_id}/thumbnail", {"path_parameters": {"image_id": 0}}),
     ("GET", "/api/images/{image_id}/file", {"path_parameters": {"image_id": 0}}),
     ("POST", "/api/search", {"query": {"k": 5}, "body": {"file": STRANGER}}),
+    ("POST", "/api/search", {"query": {"q": "cat"}, "body": {"file": STRANGER}}),
+    ("GET", "/api/search", {"query": {"q": "dog", "k": 5}}),
+    ("GET", "/api/search", {"query": {"q": "qwertyuiop"}}),
+    ("GET", "/api/concepts", {"query": {"prefix": "par"}}),
     ("GET", "/api/maps", {}),
     *[
         ("GET", "/api/maps/{layout}", {"path_parameters": {"layout": name}, "query": {"format": f}})

@@ -42,6 +42,8 @@ def _routes(built: Built) -> list[tuple[str, str, dict]]:
         ("GET", "/api/images/0/thumbnail", {}),
         ("GET", "/api/images/0/file", {}),
         ("POST", "/api/search", upload),
+        ("GET", "/api/search", {"params": {"q": "cat"}}),
+        ("GET", "/api/concepts", {"params": {"prefix": "ca"}}),
         ("GET", "/api/maps", {}),
         ("GET", "/api/maps/umap", {}),
         ("GET", "/api/atlas", {}),

@@ -244,9 +244,56 @@ def test_clicking_details_opens_the_panel_and_escape_closes_it(page, built: Buil
     assert "sel=" not in page.url
 
 
+def test_typing_a_word_completes_it_and_finds_its_images(page, built: Built) -> None:
+    page.goto("/")
+    box = page.locator("#word-input")
+    box.fill("tabb")
+    sync_api.expect(page.locator("#word-list option[value=tabby]")).to_be_attached()
+    box.fill("cat")
+    box.press("Enter")
+    page.wait_for_url(re.compile(r"q=cat"))
+    first = page.locator("#results .card").first
+    sync_api.expect(first).to_be_visible()
+    # The cat photos are crops of chelsea.png; the card says what the network saw.
+    row = built.snapshot.rows[built.snapshot.row_of(int(first.get_attribute("data-id")))]
+    assert "chelsea" in row.path
+    sync_api.expect(first.locator(".badge")).to_have_text(re.compile("cat|tabby", re.I))
+    sync_api.expect(page.locator("#results-head")).to_contain_text("the network calls")
+    shot(page, "search-words")
+    # The same link on a fresh page shows the same search.
+    page.goto("/")
+    page.goto("/#v=search&q=cat")
+    sync_api.expect(page.locator("#word-input")).to_have_value("cat")
+    sync_api.expect(page.locator("#results .card").first).to_have_attribute(
+        "data-id", first.get_attribute("data-id")
+    )
+
+
+def test_an_unknown_word_offers_close_ones(page) -> None:
+    page.goto("/#v=search&q=parot")
+    head = page.locator("#results-head")
+    sync_api.expect(head).to_contain_text("not among")
+    head.get_by_role("button", name="parrot").click()
+    page.wait_for_url(re.compile(r"q=parrot"))
+    sync_api.expect(page.locator("#word-input")).to_have_value("parrot")
+
+
+def test_the_panel_shows_tags_that_search(page, built: Built) -> None:
+    row = next(r for r in built.snapshot.rows if "chelsea" in r.path)
+    page.goto(f"/#v=search&sel={row.id}")
+    tag = page.locator("#panel .tags .tag").first
+    sync_api.expect(tag).to_be_visible()
+    word = tag.inner_text().rsplit(" ", 1)[0]
+    shot(page, "panel-tags")
+    tag.click()
+    page.wait_for_url(re.compile(r"q="))
+    sync_api.expect(page.locator("#word-input")).to_have_value(word)
+    sync_api.expect(page.locator("#results .card").first).to_be_visible()
+
+
 def test_keyboard_reaches_the_upload_button_with_visible_focus(page) -> None:
     page.goto("/")
-    for _ in range(8):
+    for _ in range(12):
         page.keyboard.press("Tab")
         if page.evaluate("() => document.activeElement.id") == "file-input":
             break

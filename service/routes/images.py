@@ -17,8 +17,9 @@ from indexer.decode import MIME_TYPES
 from indexer.thumbs import THUMB_MIME
 
 from ..deps import ImageId, LiveDep, PoolDep, SettingsDep
-from ..schemas import MAX_K, ErrorBody, ImageInfo, ImagePage, SimilarResponse
+from ..schemas import MAX_K, ErrorBody, ImageInfo, ImagePage, SimilarResponse, Tag
 from ..views import image_info, image_ref, scored_images
+from ..words import image_tags
 
 router = APIRouter(tags=["images"])
 
@@ -57,7 +58,10 @@ def list_images(
 
 @router.get("/api/images/{image_id}", response_model=ImageInfo, responses=NOT_FOUND)
 def get_image(live: LiveDep, image_id: ImageId) -> ImageInfo:
-    return image_info(live.row(image_id))
+    info = image_info(live.row(image_id))
+    tags = image_tags(live, live.row_index(image_id))
+    info.tags = [Tag(word=word, probability=round(p, 4)) for word, p in tags]
+    return info
 
 
 @router.get(

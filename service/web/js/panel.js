@@ -61,13 +61,33 @@ export async function openPanel(id, { write = true } = {}) {
       el("dt", { text: "Id" }),
       el("dd", { text: String(info.id) }),
     );
+    // What the network sees, best first: each a word to search by.
+    const tags = (info.tags || []).length
+      ? el(
+          "ul",
+          { class: "tags", "aria-label": "What the network sees" },
+          info.tags.map((t) =>
+            el(
+              "li",
+              {},
+              el("button", {
+                type: "button",
+                class: "tag",
+                title: `Search “${t.word}”`,
+                text: `${t.word} ${Math.round(t.probability * 100)}%`,
+                onclick: () => setState({ v: "search", q: t.word, like: null, sel: null }, { push: true }),
+              }),
+            ),
+          ),
+        )
+      : null;
     const hero = el("a", { class: "panel-hero", href: info.image_url, target: "_blank", rel: "noopener" }, el("img", { src: info.thumbnail_url, alt: altText(info) }));
     const grid = el(
       "ol",
       { class: "grid tiny", "aria-label": "Nearest neighbours" },
       similar.results.map((r) => imageCard(r, { onOpen: (img) => openPanel(img.id) })),
     );
-    body.replaceChildren(hero, actions, meta, el("h3", { text: "Nearest neighbours" }), grid, error);
+    body.replaceChildren(hero, tags || "", actions, meta, el("h3", { text: "Nearest neighbours" }), grid, error);
     if (app.map) app.map.showSelection(id, similar.results);
     if (write !== null) $("#panel-close").focus({ preventScroll: true });
   } catch (err) {

@@ -1,4 +1,5 @@
-// Search by example: drop, pick or paste an image, or start from an indexed one.
+// Search: type a word (with completion), drop, pick or paste an image, or start
+// from an indexed one.
 
 import { api } from "./api.js";
 import { app } from "./app.js";
@@ -11,7 +12,7 @@ const head = $("#results-head");
 const errorBox = $("#search-error");
 const kSelect = $("#k-select");
 
-let query = null; // {file, url} for an upload, {id, ref} for an indexed image
+let query = null; // {file, url} for an upload, {id, ref} for an indexed image, {words} for words
 let shown = []; // results on screen, in order
 let k = 20;
 let loading = null; // AbortController of the request in flight
@@ -34,16 +35,18 @@ export function initSearch() {
     setState({ like: null }, { push: true });
   });
   setupDropAndPaste();
+  setupWords();
   observer = new IntersectionObserver((entries) => {
     if (entries.some((e) => e.isIntersecting)) loadMore();
   }, { rootMargin: "400px" });
   observer.observe($("#results-more"));
 }
 
-/** Apply the URL's search state (k, like=ID). */
+/** Apply the URL's search state (k, like=ID, q=words). */
 export function applySearchState(state) {
   const wantK = clampK(Number(state.k) || 20);
   const like = state.like !== undefined ? Number(state.like) : null;
+  const words = state.q || null;
   if (wantK !== k) {
     k = wantK;
     if (![...kSelect.options].some((o) => Number(o.value) === k)) kSelect.append(el("option", { value: k, text: k }));
@@ -52,7 +55,53 @@ export function applySearchState(state) {
   }
   if (like !== null && Number.isInteger(like) && !(query && query.id === like)) searchId(like, { write: false });
   if (like === null && query && query.id !== undefined) clear();
+  if (words && !(query && query.words === words)) searchWords(words, { write: false });
+  if (!words && query && query.words !== undefined) clear();
   if (!query) showSamples();
+}
+
+function setupWords() {
+  const form = $("#word-form");
+  const input = $("#word-input");
+  const list = $("#word-list");
+  let pending = null;
+  let timer = 0;
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    const text = input.value.trim();
+    if (text) searchWords(text);
+  });
+  input.addEventListener("input", () => {
+    clearTimeout(timer);
+    timer = setTimeout(async () => {
+      const prefix = input.value.trim();
+      if (pending) pending.abort();
+      if (prefix.length < 2) return list.replaceChildren();
+      pending = new AbortController();
+      try {
+        const body = await api.concepts(prefix, pending.signal);
+        // Words this collection has images of first; the server orders the rest.
+        const words = [...body.words].sort((a, b) => (b.images > 0) - (a.images > 0));
+        list.replaceChildren(
+          ...words.map((w) => el("option", { value: w.word, label: w.images ? `${w.images} here` : "none here" })),
+        );
+      } catch {
+        /* completion is a help, never an error */
+      }
+    }, 120);
+  });
+}
+
+/** Search by words (a word, a phrase, or several separated by commas). */
+export function searchWords(text, { write = true } = {}) {
+  if (query && query.url) URL.revokeObjectURL(query.url);
+  query = { words: text };
+  $("#word-input").value = text;
+  if (write) setState({ v: "search", q: text, like: null, sel: null }, { push: true });
+  showQuery(null, "", "");
+  shown = [];
+  results.replaceChildren();
+  run();
 }
 
 const clampK = (n) => Math.max(1, Math.min(MAX_K, Math.round(n)));
@@ -96,7 +145,8 @@ export function searchFile(file) {
   if (query && query.url) URL.revokeObjectURL(query.url);
   query = { file, url: URL.createObjectURL(file) };
   app.lastUpload = { file, url: query.url, placement: null };
-  if (getState().v !== "search" || getState().like) setState({ v: "search", like: null, sel: null }, { push: true });
+  if (getState().v !== "search" || getState().like || getState().q) setState({ v: "search", like: null, q: null, sel: null }, { push: true });
+  $("#word-input").value = "";
   showQuery(query.url, file.name ? `Your image: ${file.name}` : "Your image", "Your query image");
   run();
 }
@@ -104,7 +154,8 @@ export function searchFile(file) {
 export function searchId(id, { write = true } = {}) {
   if (query && query.url) URL.revokeObjectURL(query.url);
   query = { id };
-  if (write) setState({ v: "search", like: id }, { push: true });
+  $("#word-input").value = "";
+  if (write) setState({ v: "search", like: id, q: null }, { push: true });
   api
     .image(id)
     .then((ref) => {
@@ -143,6 +194,7 @@ function clear() {
   $("#query-preview").hidden = true;
   $("#dropzone").classList.remove("has-query");
   $("#search-clear").hidden = true;
+  $("#word-input").value = "";
   showSamples();
 }
 
@@ -163,7 +215,11 @@ async function run(wanted = k) {
   document.body.classList.add("busy");
   if (!shown.length) head.textContent = "Searching…";
   try {
-    const body = q.file ? await api.search(q.file, wanted, controller.signal) : await api.similar(q.id, wanted, controller.signal);
+    const body = q.file
+      ? await api.search(q.file, wanted, controller.signal)
+      : q.words !== undefined
+        ? await api.words(q.words, wanted, controller.signal)
+        : await api.similar(q.id, wanted, controller.signal);
     if (q !== query) return;
     if (q.file) app.lastUpload = { file: q.file, url: q.url, placement: body.placement || body.map || null, response: body };
     exhausted = body.results.length < wanted || wanted >= MAX_K;
@@ -190,6 +246,8 @@ function render(body) {
     imageCard(r, {
       onOpen: (img) => searchId(img.id),
       onDetails: (img) => app.openPanel(img.id),
+      // For words: what the network saw, and how sure it is.
+      ...(r.match ? { badge: r.match.concept, scoreWord: "sure" } : {}),
     }),
   );
   results.append(...cards);
@@ -198,12 +256,31 @@ function render(body) {
   observer.unobserve(sentinel);
   requestAnimationFrame(() => observer.observe(sentinel));
   const took = body.took_ms !== undefined ? ` in ${Math.round(body.took_ms)} ms` : "";
+  if (body.words && !body.query) return wordsHead(body.words, took);
   const where = app.lastUpload && query && query.file && app.lastUpload.placement ? " · " : "";
   head.replaceChildren(
     `${shown.length} most similar image${shown.length === 1 ? "" : "s"}${took}`,
     where,
     where ? el("a", { href: "#v=map&here=1", class: "link", text: "Show where it falls on the map" }) : "",
   );
+}
+
+function wordsHead(words, took) {
+  const said = `“${words.words.join("”, “")}”`;
+  const parts = [];
+  if (shown.length) parts.push(`${shown.length} image${shown.length === 1 ? "" : "s"} the network calls ${said}${took}`);
+  else if (words.words.length) parts.push(`No image here looks like ${said} to the network.`);
+  else parts.push(`“${words.text}” is not among the network’s 1,000 concepts.`);
+  if (words.unknown.length && words.words.length) parts.push(` Not known: ${words.unknown.join(", ")}.`);
+  if (words.suggestions.length) {
+    parts.push(" Try ");
+    words.suggestions.forEach((w, i) => {
+      if (i) parts.push(", ");
+      parts.push(el("button", { type: "button", class: "link", text: w, onclick: () => searchWords(w) }));
+    });
+    parts.push(".");
+  }
+  head.replaceChildren(...parts);
 }
 
 function loadMore() {

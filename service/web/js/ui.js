@@ -47,7 +47,7 @@ export function toast(message) {
 
 /** A thumbnail card: the image button plus an optional score and caption. */
 export function imageCard(img, opts = {}) {
-  const { onOpen, onDetails, badge } = opts;
+  const { onOpen, onDetails, badge, scoreWord = "similar" } = opts;
   const score = "score" in opts ? opts.score : img.score;
   const thumb = el("img", {
     src: img.thumbnail_url,
@@ -63,7 +63,7 @@ export function imageCard(img, opts = {}) {
       type: "button",
       class: "card-main",
       title: `${img.path}\nFind images like this`,
-      "aria-label": `${altText(img)}${score !== undefined ? `, ${pct(score)} similar` : ""}. Find images like this`,
+      "aria-label": `${altText(img)}${score !== undefined ? `, ${pct(score)} ${scoreWord}` : ""}. Find images like this`,
       onclick: () => onOpen && onOpen(img),
     },
     thumb,

@@ -51,7 +51,9 @@ export async function loadLayout(name, signal) {
   }
   const clusters = (header.clusters || []).map((c) => {
     const at = (c.centers && c.centers[name]) || [NaN, NaN];
-    return { id: c.id, label: c.label, x: at[0], y: at[1], size: c.size, representative: c.representative };
+    // The region's name in words; snapshots built before names have only the folder.
+    const label = c.name || (c.label ? c.label.replaceAll("_", " ") : null);
+    return { id: c.id, label, x: at[0], y: at[1], size: c.size, representative: c.representative };
   });
   return { name, n, count, x, y, cluster, clusters, quality: header.quality, cell: header.grid ? header.grid.cell : null };
 }
