@@ -297,3 +297,45 @@ def step_similarities(vectors: np.ndarray) -> np.ndarray:
     """Cosine similarity of each consecutive pair of rows (unit vectors)."""
     v = np.asarray(vectors, dtype=np.float64)
     return np.einsum("ij,ij->i", v[:-1], v[1:]) if len(v) > 1 else np.zeros(0)
+
+
+def tour_order(vectors: np.ndarray, max_passes: int = 20) -> np.ndarray:
+    """An order through all of `vectors` (unit rows) that keeps each step short:
+    an open path from the row least like the others, nearest unvisited next, then
+    2-opt (reverse any stretch that shortens the path in cosine distance) until
+    no reversal helps or `max_passes` are spent. Positions into `vectors`."""
+    n = len(vectors)
+    if n <= 2:
+        return np.arange(n)
+    v = np.asarray(vectors, np.float64)
+    dist = np.clip(1.0 - v @ v.T, 0.0, None)
+    start = int(np.argmax(dist.sum(axis=1)))
+    order = [start]
+    free = np.ones(n, dtype=bool)
+    free[start] = False
+    for _ in range(n - 1):
+        d = np.where(free, dist[order[-1]], np.inf)
+        nxt = int(np.argmin(d))
+        order.append(nxt)
+        free[nxt] = False
+    path = np.array(order)
+    for _ in range(max_passes):
+        improved = False
+        for i in range(n - 2):
+            # Reverse path[i+1 .. j]: edges (i, i+1) and (j, j+1) become (i, j), (i+1, j+1);
+            # j = n-1 has no edge after it (the open end).
+            a, b = path[i], path[i + 1]
+            js = np.arange(i + 2, n)
+            c = path[js]
+            after = np.append(path[js[:-1] + 1], -1)
+            old = dist[a, b] + np.where(after >= 0, dist[c, after], 0.0)
+            new = dist[a, c] + np.where(after >= 0, dist[b, after], 0.0)
+            gain = old - new
+            best = int(np.argmax(gain))
+            if gain[best] > 1e-9:
+                j = int(js[best])
+                path[i + 1 : j + 1] = path[i + 1 : j + 1][::-1].copy()
+                improved = True
+        if not improved:
+            break
+    return path

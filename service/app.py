@@ -20,7 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from .deps import Pool, require_read
 from .errors import add_error_handler
 from .middleware import BodyDeadline, BodyLimit, SecurityHeaders
-from .routes import admin, images, maps, meta, paths, search
+from .routes import admin, duplicates, filters, images, maps, meta, paths, search, selection
 from .schemas import ErrorBody
 from .settings import Settings
 from .state import SnapshotHolder
@@ -83,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     add_error_handler(app)  # the domain's typed refusals -> their status codes
     app.include_router(meta.public)
     app.include_router(admin.router)
-    for module in (search, images, paths, maps, meta):
+    for module in (search, selection, images, paths, maps, filters, duplicates, meta):
         app.include_router(
             module.router, dependencies=[Depends(require_read)], responses=READ_RESPONSES
         )

@@ -69,6 +69,29 @@ class NoConcepts(ServiceError):
         )
 
 
+class NoNeighbours(ServiceError):
+    """The snapshot has no k-NN lists (built before they were kept)."""
+
+    def __init__(self, snapshot_id: str) -> None:
+        super().__init__(
+            f"snapshot {snapshot_id} has no k-NN lists (built before they were kept):"
+            " rebuild it with `pixscape index`"
+        )
+
+
+class BadFilter(ServiceError):
+    """A filter naming a label no image has, or a concept outside the vocabulary."""
+
+
+class BadSelection(ServiceError):
+    """A selection that cannot be acted on: empty, too large, or an export over
+    its size limit (`too_large`)."""
+
+    def __init__(self, detail: str, *, too_large: bool = False) -> None:
+        super().__init__(detail)
+        self.too_large = too_large
+
+
 def status_of(exc: ServiceError) -> int:
     """The HTTP status of a refusal (the one mapping from types to codes)."""
     match exc:
@@ -80,9 +103,11 @@ def status_of(exc: ServiceError) -> int:
             return 415
         case UnreadableImage():
             return 400
-        case InvalidPath():
+        case BadSelection(too_large=True):
+            return 413
+        case InvalidPath() | BadFilter() | BadSelection():
             return 422
-        case NoPath() | NoPathGraph() | NoConcepts():
+        case NoPath() | NoPathGraph() | NoConcepts() | NoNeighbours():
             return 409
     raise TypeError(f"no status for {type(exc).__name__}")  # a new type needs its code here
 

@@ -38,6 +38,8 @@ class PathOptions:
     max_steps: int | None
     smoothness: float | None
     min_similarity: float | None
+    # Rows the chain must stay within (service.filters); None: anywhere.
+    within: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,19 @@ def _no_path(
     return NoPath(detail + (f" with {', '.join(why)}" if why else ""))
 
 
+def _outside(snapshot: Snapshot, eng: Engine, requested: list[End], within: np.ndarray) -> set[int]:
+    """Canonical nodes a chain kept `within` these rows must avoid; InvalidPath
+    when an end or waypoint is itself outside."""
+    inside = np.zeros(snapshot.count, dtype=bool)
+    inside[within] = True
+    for end in requested:
+        if isinstance(end, int) and not inside[end]:
+            raise InvalidPath(f"image {snapshot.ids[end]} is outside the filter the chain keeps to")
+    # A copy inside the filter keeps its content usable, wherever its twins are.
+    blocked = np.setdiff1d(eng.canonical[~inside], eng.canonical[inside])
+    return set(blocked.tolist())
+
+
 # ---------------------------------------------------------------- solving
 
 
@@ -222,6 +237,8 @@ def solve(live: Live, ends: tuple[End, End], opts: PathOptions) -> PathResponse:
         )
     power = opts.smoothness if opts.smoothness is not None else eng.power
     plan = _plan(live, eng, requested, avoided)
+    if opts.within is not None:
+        plan.avoid.update(_outside(live.snapshot, eng, requested, opts.within))
     try:
         route = eng.finder.route(
             plan.stops,

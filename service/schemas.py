@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -85,6 +85,9 @@ class SearchResponse(BaseModel):
     k: int
     took_ms: float = Field(description="server time spent: decode, embed and search")
     query: QueryInfo | None = Field(description="the uploaded image; null for words alone")
+    within: int | None = Field(
+        None, description="images the filter (label, concept) lets through; null: no filter"
+    )
     words: WordsInfo | None = Field(None, description="the words read from `q`, if given")
     results: list[ScoredImage]
     placement: dict[str, MapPoint] = Field(
@@ -99,6 +102,9 @@ class SimilarResponse(BaseModel):
     k: int
     took_ms: float
     query: ImageRef
+    within: int | None = Field(
+        None, description="images the filter (label, concept) lets through; null: no filter"
+    )
     results: list[ScoredImage]
 
 
@@ -168,6 +174,13 @@ class Stats(BaseModel):
 
 class ErrorBody(BaseModel):
     detail: str
+
+
+class BadRequest(BaseModel):
+    """A 422: FastAPI's list of {loc, msg, ...} for a malformed parameter, or a
+    message for one that is well formed but wrong (an unknown label, say)."""
+
+    detail: str | list[dict[str, Any]]
 
 
 class ReloadResponse(BaseModel):

@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     body_timeout: float = Field(
         10.0, gt=0, description="seconds a request may take to send its body; then 408"
     )
+    max_export_bytes: int = Field(
+        2 * 1024**3, ge=0, description="a zip export's files in all, at most (bytes)"
+    )
     default_k: int = Field(20, ge=1)
     workers: int = Field(2, ge=1, description="threads for decode, inference and search")
     inference_threads: int = Field(1, ge=0, description="onnxruntime threads per query")

@@ -86,9 +86,15 @@ def read_query(vocabulary: Concepts, text: str) -> Reading:
     return Reading(tuple(words), tuple(unknown), tuple(suggestions[:8]))
 
 
-def rank_words(words: Words, reading: Reading, k: int) -> Ranked:
-    """The `k` images of most mass on the reading's words, the best word scoring."""
-    return rank([words.index.mass(words.vocabulary.classes(w)) for w in reading.words], k)
+def rank_words(words: Words, reading: Reading, k: int, within: np.ndarray | None = None) -> Ranked:
+    """The `k` images of most mass on the reading's words, the best word scoring;
+    only among the rows `within`, when given (service.filters)."""
+    per_word = [words.index.mass(words.vocabulary.classes(w)) for w in reading.words]
+    if within is not None:
+        outside = np.ones(len(words.index.classes), dtype=bool)
+        outside[within] = False
+        per_word = [(np.where(outside, 0, mass), best) for mass, best in per_word]
+    return rank(per_word, k)
 
 
 def matched_word(words: Words, reading: Reading, cls: int) -> str:
@@ -97,11 +103,17 @@ def matched_word(words: Words, reading: Reading, cls: int) -> str:
 
 
 def steer(
-    words: Words, reading: Reading, vector: np.ndarray, vectors: np.ndarray, k: int
+    words: Words,
+    reading: Reading,
+    vector: np.ndarray,
+    vectors: np.ndarray,
+    k: int,
+    within: np.ndarray | None = None,
 ) -> Ranked:
     """With an uploaded image and words: the images the words reach (mass at least
-    STEER_FLOOR), ranked by similarity to the image; scores are cosines."""
-    reached = rank_words(words, reading, len(words.index.classes))
+    STEER_FLOOR; among `within` if given), ranked by similarity to the image;
+    scores are cosines."""
+    reached = rank_words(words, reading, len(words.index.classes), within)
     keep = reached.scores >= STEER_FLOOR
     rows, best = reached.rows[keep], reached.best_class[keep]
     sims = np.asarray(vectors[np.sort(rows)], np.float32) @ np.asarray(vector, np.float32)

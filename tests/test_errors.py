@@ -12,8 +12,11 @@ from fastapi.testclient import TestClient
 
 from service import errors
 from service.errors import (
+    BadFilter,
+    BadSelection,
     InvalidPath,
     NoConcepts,
+    NoNeighbours,
     NoPath,
     NoPathGraph,
     ServiceError,
@@ -33,6 +36,10 @@ CASES: list[tuple[ServiceError, int]] = [
     (NoPath("no acceptable path from image 1 to image 2"), 409),
     (NoPathGraph("snapshot x has no path graph"), 409),
     (NoConcepts(), 409),
+    (NoNeighbours("x"), 409),
+    (BadFilter("no image has label 'x'"), 422),
+    (BadSelection("a tour needs two different images"), 422),
+    (BadSelection("over the export limit", too_large=True), 413),
 ]
 
 

@@ -243,12 +243,23 @@ SUCCESSES: list[tuple[str, str, dict[str, Any]]] = [
     ("GET", "/api/path", {"query": {"source": 0, "target": 5, "via": "9", "max_steps": 3}}),
     ("POST", "/api/path", {"query": {"target": 5}, "body": {"source_file": STRANGER}}),
     ("POST", "/api/path", {"body": {"source_file": STRANGER, "target_file": MEMBER}}),
+    ("GET", "/api/labels", {}),
+    ("GET", "/api/filter", {"query": {"label": "photos"}}),
+    ("GET", "/api/duplicates", {"query": {"min_similarity": 0.8}}),
+    ("POST", "/api/export", {"json": {"ids": [0, 5], "format": "csv"}}),
+    ("POST", "/api/export", {"json": {"ids": [0, 5], "format": "zip"}}),
+    ("POST", "/api/search/like", {"json": {"ids": [0, 5], "negative": [9]}}),
+    ("POST", "/api/tour", {"json": {"ids": [0, 5, 9]}}),
 ]
 ADMIN_OPERATIONS = {"POST /api/admin/reload", "POST /api/images", "DELETE /api/images/{image_id}"}
 
 
 def _good_case(method: str, path: str, kwargs: dict[str, Any]) -> schemathesis.Case:
+    kwargs = dict(kwargs)
     media = {"media_type": MULTIPART} if "body" in kwargs else {}
+    if "json" in kwargs:
+        kwargs["body"] = kwargs.pop("json")
+        media = {"media_type": "application/json"}
     return schema[path][method].Case(**kwargs, **media)
 
 
@@ -261,7 +272,7 @@ def test_known_good_requests_cover_every_operation() -> None:
 def _request_id(method: str, path: str, kwargs: dict[str, Any]) -> str:
     url = path.format(**kwargs.get("path_parameters", {}))
     query = "&".join(f"{k}={v}" for k, v in kwargs.get("query", {}).items())
-    body = ",".join(kwargs.get("body", {}))
+    body = ",".join(kwargs.get("body", kwargs.get("json", {})))
     return f"{method} {url}" + (f"?{query}" if query else "") + (f" <{body}>" if body else "")
 
 

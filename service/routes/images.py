@@ -5,7 +5,6 @@ Files are only ever found through the catalog, never from a path in the request.
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Annotated, Any
 
@@ -17,6 +16,8 @@ from indexer.decode import MIME_TYPES
 from indexer.thumbs import THUMB_MIME
 
 from ..deps import ImageId, LiveDep, PoolDep, SettingsDep
+from ..files import original_path
+from ..filters import BAD_FILTER, FilterDep, rows_within
 from ..schemas import MAX_K, ErrorBody, ImageInfo, ImagePage, SimilarResponse, Tag
 from ..views import image_info, image_ref, scored_images
 from ..words import image_tags
@@ -67,7 +68,10 @@ def get_image(live: LiveDep, image_id: ImageId) -> ImageInfo:
 @router.get(
     "/api/images/{image_id}/similar",
     response_model=SimilarResponse,
-    responses=NOT_FOUND,
+    responses={
+        **NOT_FOUND,
+        **BAD_FILTER,
+    },
     summary="The indexed images most similar to this one (itself excluded)",
 )
 async def similar(
@@ -75,6 +79,7 @@ async def similar(
     pool: PoolDep,
     settings: SettingsDep,
     image_id: ImageId,
+    filt: FilterDep,
     k: Annotated[int | None, Query(ge=1, le=MAX_K)] = None,
 ) -> SimilarResponse:
     started = time.perf_counter()
@@ -83,12 +88,22 @@ async def similar(
     k = k or settings.default_k
 
     def work() -> SimilarResponse:
-        vector = live.snapshot.vectors[at]
-        scores, ids = neighbours.search(live.snapshot.index, vector, k + 1, live.snapshot.vectors)
+        snap = live.snapshot
+        vector = snap.vectors[at]
+        within = rows_within(live, filt)
+        if within is None:
+            scores, ids = neighbours.search(snap.index, vector, k + 1, snap.vectors)
+        else:
+            scores, ids = neighbours.search_within(snap.index, vector, k + 1, snap.vectors, within)
         keep = ids[0] != at  # drop itself, wherever a tie put it
-        results = scored_images(live.snapshot.rows, scores[0][keep][:k], ids[0][keep][:k])
+        results = scored_images(snap.rows, scores[0][keep][:k], ids[0][keep][:k])
         return SimilarResponse(
-            snapshot=live.snapshot.id, k=k, took_ms=0.0, query=image_ref(row), results=results
+            snapshot=snap.id,
+            k=k,
+            took_ms=0.0,
+            query=image_ref(row),
+            within=None if within is None else len(within),
+            results=results,
         )
 
     response = await pool.run(work)
@@ -121,11 +136,8 @@ def original(
     live: LiveDep, image_id: ImageId, v: Annotated[str | None, Query(max_length=64)] = None
 ) -> FileResponse:
     row = live.row(image_id)
-    root = os.path.realpath(live.snapshot.collection_root)
-    path = os.path.realpath(os.path.join(root, row.path))
-    # The catalog is ours, but the folder is the user's: a file swapped for a
-    # symlink since indexing must not lead outside the collection.
-    if os.path.commonpath([root, path]) != root or not os.path.isfile(path):
+    path = original_path(live.snapshot, row)
+    if path is None:
         raise HTTPException(status_code=404, detail=f"image {image_id} is no longer on disk")
     return FileResponse(
         path,

@@ -10,13 +10,13 @@ import time
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, HTTPException, Query, UploadFile
-from pydantic import BaseModel
 
 from indexer import graph as path_graph
 
 from ..deps import LiveDep, PoolDep, SettingsDep
+from ..filters import FilterDep, rows_within
 from ..pathfind import End, PathOptions, solve, uploaded_end
-from ..schemas import ErrorBody, PathResponse
+from ..schemas import BadRequest, ErrorBody, PathResponse
 from ..uploads import read_upload
 
 router = APIRouter(tags=["paths"])
@@ -29,10 +29,6 @@ MAX_CHAIN = 1000
 _ID_LIST = r"^ *[0-9]{1,10}( *, *[0-9]{1,10})* *$"
 
 
-class BadPathRequest(BaseModel):
-    detail: str | list[dict[str, Any]]
-
-
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "an id in source, target, via or avoid is unknown"},
     409: {
@@ -42,11 +38,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         " image twice); or the snapshot was built without a path graph",
     },
     422: {
-        "model": BadPathRequest,
+        "model": BadRequest,
         "description": "bad parameters: out of range or malformed (detail is FastAPI's list),"
         " or contradictory (detail is a message), e.g. the same image or identical content"
         " twice among the ends and waypoints, an end that is also avoided, or max_steps"
-        " below the number of ends and waypoints",
+        " below the number of ends and waypoints, or an end outside the filter (`label`,"
+        " `concept`) the chain keeps within",
     },
     503: {"model": ErrorBody, "description": "no snapshot is loaded yet"},
 }
@@ -65,6 +62,8 @@ def _id_list(text: str | None, name: str, limit: int) -> list[int]:
 
 
 def path_options(
+    live: LiveDep,
+    filt: FilterDep,
     via: Annotated[
         str | None,
         Query(
@@ -116,6 +115,7 @@ def path_options(
         max_steps=max_steps,
         smoothness=smoothness,
         min_similarity=min_similarity,
+        within=rows_within(live, filt),
     )
 
 

@@ -13,6 +13,7 @@ from indexer import neighbours
 from indexer.concept_scores import Ranked
 
 from ..deps import LiveDep, PoolDep, SettingsDep
+from ..filters import BAD_FILTER, FilterDep, rows_within
 from ..mapdata import placement, word_placement
 from ..schemas import (
     MAX_K,
@@ -80,10 +81,15 @@ def _results(live: Live, words: Words, reading: Reading, ranked: Ranked) -> list
     summary="Find images by words",
     description="Unknown words are not an error: the answer has no results, and"
     " `words.suggestions` offers close vocabulary words.",
-    responses=NO_CONCEPTS,
+    responses={**NO_CONCEPTS, **BAD_FILTER},
 )
 async def search_words(
-    live: LiveDep, pool: PoolDep, settings: SettingsDep, q: WordsQuery, k: K = None
+    live: LiveDep,
+    pool: PoolDep,
+    settings: SettingsDep,
+    q: WordsQuery,
+    filt: FilterDep,
+    k: K = None,
 ) -> SearchResponse:
     started = time.perf_counter()
     k = k or settings.default_k
@@ -91,12 +97,14 @@ async def search_words(
     def work() -> SearchResponse:
         words = words_of(live)
         reading = read_query(words.vocabulary, q)
-        ranked = rank_words(words, reading, k)
+        within = rows_within(live, filt)
+        ranked = rank_words(words, reading, k, within)
         return SearchResponse(
             snapshot=live.snapshot.id,
             k=k,
             took_ms=0.0,
             query=None,
+            within=None if within is None else len(within),
             words=_words_info(q, reading),
             results=_results(live, words, reading, ranked),
             placement=word_placement(live.snapshot, ranked.scores, ranked.rows),
@@ -117,6 +125,7 @@ async def search_words(
         415: {"model": ErrorBody, "description": "not an image format we accept"},
         503: {"model": ErrorBody, "description": "no snapshot is loaded yet"},
         **NO_CONCEPTS,
+        **BAD_FILTER,
     },
 )
 async def search(
@@ -124,6 +133,7 @@ async def search(
     pool: PoolDep,
     settings: SettingsDep,
     file: Annotated[UploadFile, File(description="JPEG, PNG, WebP, GIF, BMP or TIFF")],
+    filt: FilterDep,
     k: K = None,
     q: Annotated[
         str | None,
@@ -139,6 +149,7 @@ async def search(
     k = k or settings.default_k
 
     def work() -> SearchResponse:
+        within = rows_within(live, filt)
         vector, query = embed_query(live, data, settings.max_pixels)
         snap = live.snapshot
         info: WordsInfo | None = None
@@ -146,10 +157,14 @@ async def search(
         if q:
             words = words_of(live)
             reading = read_query(words.vocabulary, q)
-            results = _results(live, words, reading, steer(words, reading, vector, snap.vectors, k))
+            ranked = steer(words, reading, vector, snap.vectors, k, within)
+            results = _results(live, words, reading, ranked)
             info = _words_info(q, reading)
         else:
-            found = neighbours.search(snap.index, vector, k, snap.vectors)
+            if within is None:
+                found = neighbours.search(snap.index, vector, k, snap.vectors)
+            else:
+                found = neighbours.search_within(snap.index, vector, k, snap.vectors, within)
             top = found[0][0], found[1][0]
             results = scored_images(snap.rows, *top)
         return SearchResponse(
@@ -157,10 +172,12 @@ async def search(
             k=k,
             took_ms=0.0,
             query=query,
+            within=None if within is None else len(within),
             words=info,
             results=results,
-            # The upload's own place: among its nearest images, whatever the words.
-            placement=placement(snap, vector, top),
+            # The upload's own place: among its nearest images, whatever the words
+            # or the filter (placement searches again where `top` is filtered).
+            placement=placement(snap, vector, top if within is None else None),
         )
 
     response = await pool.run(work)
